@@ -1,0 +1,72 @@
+# Storyteller: build menu. `make` builds the host library and tools into build/host/.
+#   make            library (.so, .a) and tools l2run, l2convert
+#   make test       the whole test suite (pytest drives the C tests too)
+#   make asan       the same build with AddressSanitizer + UBSan, into build/asan/
+#   make fuzz       libFuzzer targets (clang-19), into build/fuzz/
+#   make lint       ruff on the Python code
+# Cross targets (rv64gc, rv64gcv, c906) are built by scripts/cross-build.
+
+BUILD    ?= build/host
+CC       ?= cc
+# -O2 plus the options that let loops vectorise; no -ffast-math: the f32 path must stay exact.
+OPT      ?= -O2 -ftree-vectorize
+CFLAGS   ?=
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla
+CPPFLAGS := -Ilibllama2_rvv/include -Ilibllama2_rvv/src -D_DEFAULT_SOURCE
+ALLFLAGS  = -std=c11 $(OPT) $(WARN) -fPIC $(CFLAGS)
+LDLIBS   := -lm
+LDFLAGS  ?=
+
+LIB_SRC  := $(wildcard libllama2_rvv/src/*.c) $(wildcard libllama2_rvv/src/kernels/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+TOOLS    := l2run l2convert
+CTESTS   := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
+FUZZERS  := $(patsubst tests/c/fuzz/%.c,%,$(wildcard tests/c/fuzz/fuzz_*.c))
+
+.PHONY: all lib tools ctests test asan fuzz lint clean
+all: lib tools ctests
+lib: $(BUILD)/lib/libllama2_rvv.so $(BUILD)/lib/libllama2_rvv.a
+tools: $(TOOLS:%=$(BUILD)/bin/%)
+ctests: $(CTESTS:%=$(BUILD)/bin/%)
+
+$(BUILD)/obj/%.o: %.c $(wildcard libllama2_rvv/include/*.h libllama2_rvv/src/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c $< -o $@
+
+$(BUILD)/lib/libllama2_rvv.so: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ALLFLAGS) -shared -Wl,-soname,libllama2_rvv.so $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
+# Tools and C tests link the static library: one self-contained binary each.
+$(BUILD)/bin/%: libllama2_rvv/tools/%.c $(BUILD)/lib/libllama2_rvv.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+
+$(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+
+test: all
+	python3 -m pytest tests -q
+
+asan:
+	$(MAKE) BUILD=build/asan CC=clang-19 OPT="-O1 -g -fno-omit-frame-pointer" \
+	  CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined"
+
+FUZZ_CC := clang-19
+FUZZ_FLAGS := -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+fuzz: $(FUZZERS:%=build/fuzz/%)
+build/fuzz/%: tests/c/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) -lm
+
+lint:
+	ruff check daemon tests scripts
+
+clean:
+	rm -rf build

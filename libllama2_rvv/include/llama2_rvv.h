@@ -1,0 +1,151 @@
+/* libllama2_rvv — llama2.c-compatible inference for small Llama 2 models.
+ *
+ * One model (mmap'd, read-only, shared by every session), one tokenizer, any number of
+ * sessions (KV cache + activations: the only per-generation memory), and a sampler.
+ * Nothing here prints, exits or keeps global mutable state: every call that can fail
+ * returns an l2_status and, when given an l2_error, a message to show the user.
+ *
+ * The declarations between the CDEF markers are also read by the Python binding (cffi),
+ * so they stay plain C: no macros, no includes.
+ */
+#ifndef LLAMA2_RVV_H
+#define LLAMA2_RVV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CDEF-BEGIN */
+typedef enum {
+    L2_OK = 0,
+    L2_ERR_IO = 1,        /* cannot open, read, map or write a file */
+    L2_ERR_FORMAT = 2,    /* malformed or unsupported file */
+    L2_ERR_NOMEM = 3,     /* allocation failed */
+    L2_ERR_ARG = 4,       /* invalid argument (bad option, token id, ...) */
+    L2_ERR_RANGE = 5,     /* does not fit: context full, buffer too small */
+    L2_ERR_NUMERIC = 6    /* the model produced NaN or infinity */
+} l2_status;
+
+typedef struct {
+    char message[256];    /* NUL-terminated, empty when there is no error */
+} l2_error;
+
+/* Weight storage types; the packed format's FORMAT.md describes each. */
+typedef enum {
+    L2_TYPE_F32 = 0,
+    L2_TYPE_F16 = 1,
+    L2_TYPE_Q8 = 2,       /* int8, one f32 scale per group of a row, row-blocked (packed files) */
+    L2_TYPE_Q8_FLAT = 3   /* int8, one f32 scale per group of the flattened tensor (llama2.c v2) */
+} l2_type;
+
+typedef enum {
+    L2_FILE_V0 = 0,       /* llama2.c legacy float32 (run.c) */
+    L2_FILE_V1 = 1,       /* llama2.c version 1 float32 */
+    L2_FILE_V2 = 2,       /* llama2.c version 2 Q8_0 (runq.c) */
+    L2_FILE_PACKED = 3    /* this library's packed format */
+} l2_file_kind;
+
+typedef struct {
+    int32_t dim;
+    int32_t hidden_dim;
+    int32_t n_layers;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t vocab_size;
+    int32_t seq_len;
+    int32_t shared_classifier; /* 1: the classifier is the token embedding */
+    int32_t weight_type;       /* l2_type of the matrices */
+    int32_t group_size;        /* q8 group size, 0 for float types */
+    int32_t file_kind;         /* l2_file_kind */
+    int32_t format_version;    /* version field of the file (0 for v0) */
+    uint64_t file_bytes;
+    uint64_t weight_bytes_per_token; /* bytes of weights one forward pass reads */
+} l2_model_info;
+
+typedef struct l2_model l2_model;
+typedef struct l2_tokenizer l2_tokenizer;
+typedef struct l2_session l2_session;
+typedef struct l2_sampler l2_sampler;
+
+/* ---- model ---- */
+l2_status l2_model_open(const char *path, l2_model **out, l2_error *err);
+void l2_model_info_get(const l2_model *model, l2_model_info *out);
+void l2_model_free(l2_model *model);
+
+/* ---- packed-format writer ---- */
+typedef struct {
+    char name[24];          /* e.g. "wq", "token_embedding" */
+    int32_t layer;          /* -1 for tensors outside the layers */
+    int32_t rows;
+    int32_t cols;
+    uint64_t bytes;         /* bytes written for this tensor (values and scales) */
+    double max_abs_value;
+    double max_abs_error;   /* largest |stored - source| over the tensor */
+} l2_tensor_report;
+
+/* Writes `model` as a packed file of `type` (f32, f16 or q8; group_size for q8, 0 picks the
+ * default). The file is written to "<path>.tmp" and renamed into place only when complete.
+ * Per-tensor reports go to reports[0..max_reports) and *n_reports gets the count. */
+l2_status l2_convert(const l2_model *model, const char *path, int32_t type, int32_t group_size,
+                     l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
+                     l2_error *err);
+
+/* ---- tokenizer ---- */
+/* Opens a llama2.c tokenizer.bin holding at least vocab_size pieces. */
+l2_status l2_tokenizer_open(const char *path, int32_t vocab_size, l2_tokenizer **out,
+                            l2_error *err);
+/* Pieces the file holds (may exceed the vocab_size it was opened with). */
+int32_t l2_tokenizer_pieces_in_file(const l2_tokenizer *tok);
+int32_t l2_tokenizer_vocab_size(const l2_tokenizer *tok);
+/* llama2.c encode: optional BOS, dummy-prefix space, BPE merges, optional EOS.
+ * tokens must hold at least strlen(text) + 3 ids; *n_tokens gets the count. */
+l2_status l2_tokenizer_encode(const l2_tokenizer *tok, const char *text, int32_t bos, int32_t eos,
+                              int32_t *tokens, int32_t max_tokens, int32_t *n_tokens,
+                              l2_error *err);
+/* The bytes to print for `token` following `prev` (llama2.c decode): *piece points into the
+ * tokenizer and stays valid until l2_tokenizer_free; not NUL-terminated. */
+l2_status l2_tokenizer_decode(const l2_tokenizer *tok, int32_t prev, int32_t token,
+                              const char **piece, size_t *len);
+void l2_tokenizer_free(l2_tokenizer *tok);
+
+/* ---- session: KV cache and activations for one generation ---- */
+typedef struct {
+    int32_t context;        /* positions to hold, 1..seq_len; 0 means seq_len */
+    int32_t kv_type;        /* L2_TYPE_F32 or L2_TYPE_F16 */
+    const char *kernels;    /* NULL or "" for the fastest available, or a name from l2_kernels_available */
+} l2_session_params;
+
+l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
+                         l2_session **out, l2_error *err);
+/* Runs the forward pass on tokens[0..n) at positions pos..pos+n-1; afterwards
+ * l2_session_logits holds the logits of the last one. */
+l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err);
+/* vocab_size logits of the last evaluated position; the sampler may modify them. */
+float *l2_session_logits(l2_session *s);
+int32_t l2_session_pos(const l2_session *s);
+int32_t l2_session_context(const l2_session *s);
+const char *l2_session_kernels(const l2_session *s);
+void l2_session_reset(l2_session *s);
+void l2_session_free(l2_session *s);
+
+/* Comma-separated names of the kernel sets this build can run on this CPU, fastest first. */
+const char *l2_kernels_available(void);
+
+/* ---- sampler: llama2.c's xorshift RNG, temperature, top-p ---- */
+l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint64_t seed,
+                         l2_sampler **out, l2_error *err);
+/* Samples a token id from logits[0..vocab_size), which it overwrites (as llama2.c does). */
+int32_t l2_sampler_sample(l2_sampler *sampler, float *logits);
+uint32_t l2_sampler_random_u32(l2_sampler *sampler);
+void l2_sampler_free(l2_sampler *sampler);
+
+const char *l2_version(void);
+/* CDEF-END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLAMA2_RVV_H */

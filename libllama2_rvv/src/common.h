@@ -1,0 +1,42 @@
+/* Internal helpers shared by the library's source files. */
+#ifndef L2_COMMON_H
+#define L2_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llama2_rvv.h"
+
+#if defined(__GNUC__)
+#define L2_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define L2_PRINTF(f, a)
+#endif
+
+/* Fills err (if any) with the formatted message and returns status. */
+l2_status l2_fail(l2_error *err, l2_status status, const char *fmt, ...) L2_PRINTF(3, 4);
+
+/* A whole file mapped read-only; the pages stay file-backed and shared between processes. */
+typedef struct {
+    const unsigned char *data;
+    uint64_t size;
+} l2_mapping;
+
+l2_status l2_map_file(const char *path, l2_mapping *map, l2_error *err);
+void l2_unmap_file(l2_mapping *map);
+
+/* IEEE half <-> single conversions (round to nearest even), portable. */
+float l2_f16_to_f32(uint16_t h);
+uint16_t l2_f32_to_f16(float f);
+
+/* Unaligned little-endian reads from a file image. */
+static inline int32_t l2_read_i32(const unsigned char *p) {
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
+static inline uint32_t l2_read_u32(const unsigned char *p) { return (uint32_t)l2_read_i32(p); }
+static inline uint64_t l2_read_u64(const unsigned char *p) {
+    return (uint64_t)l2_read_u32(p) | (uint64_t)l2_read_u32(p + 4) << 32;
+}
+float l2_read_f32(const unsigned char *p);
+
+#endif
