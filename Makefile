@@ -35,7 +35,7 @@ $(BUILD)/obj/%.o: %.c $(wildcard libllama2_rvv/include/*.h libllama2_rvv/src/*.h
 
 $(BUILD)/lib/libllama2_rvv.so: $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALLFLAGS) -shared -Wl,-soname,libllama2_rvv.so $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALLFLAGS) -shared -Wl,-soname,libllama2_rvv.so -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
 	@mkdir -p $(@D)

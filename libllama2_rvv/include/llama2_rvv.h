@@ -115,7 +115,7 @@ void l2_tokenizer_free(l2_tokenizer *tok);
 typedef struct {
     int32_t context;        /* positions to hold, 1..seq_len; 0 means seq_len */
     int32_t kv_type;        /* L2_TYPE_F32 or L2_TYPE_F16 */
-    const char *kernels;    /* NULL or "" for the fastest available, or a name from l2_kernels_available */
+    const char *kernels;    /* NULL or "" for the fastest available, or a name from l2_kernels_name */
 } l2_session_params;
 
 l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
@@ -131,8 +131,9 @@ const char *l2_session_kernels(const l2_session *s);
 void l2_session_reset(l2_session *s);
 void l2_session_free(l2_session *s);
 
-/* Comma-separated names of the kernel sets this build can run on this CPU, fastest first. */
-const char *l2_kernels_available(void);
+/* Name of the index-th kernel set this build can run on this CPU, fastest first (index 0 is
+ * the default); NULL past the last. */
+const char *l2_kernels_name(int32_t index);
 
 /* ---- sampler: llama2.c's xorshift RNG, temperature, top-p ---- */
 l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint64_t seed,

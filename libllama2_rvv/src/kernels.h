@@ -1,0 +1,67 @@
+/* The hot functions of the forward pass, one table per kernel set.
+ *
+ * kernels/generic.c is the reference: portable C that defines what every kernel computes.
+ * An architecture file (kernels/x86.c, kernels/riscv_v.c) fills its own table with faster
+ * versions where it has them and the generic ones elsewhere, and says at run time whether
+ * this CPU can run it. Kernels know nothing about models, files or sessions.
+ *
+ * q8 matrices use the packed format's row-blocked layout (FORMAT.md): rows in blocks of
+ * L2_Q8_BLOCK_ROWS; within a block, for each group of `gs` columns, the block's values are
+ * stored column by column (one column = L2_Q8_BLOCK_ROWS contiguous int8), followed in a
+ * separate array by one f32 scale per row and group:
+ *   value(r, c) = wq[((b * G + g) * gs + c % gs) * BR + r % BR] * ws[(b * G + g) * BR + r % BR]
+ * with b = r / BR, g = c / gs, G = ceil(cols / gs). Padding rows and columns hold zeros.
+ */
+#ifndef L2_KERNELS_H
+#define L2_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define L2_Q8_BLOCK_ROWS 32
+
+typedef struct {
+    const char *name;
+    int (*cpu_ok)(void);  /* NULL when every CPU this build targets can run the set */
+    /* out[r] = sum_c w[r*cols + c] * x[c], row-major float weights */
+    void (*matvec_f32)(float *out, const float *w, const float *x, int rows, int cols);
+    void (*matvec_f16)(float *out, const uint16_t *w, const float *x, int rows, int cols);
+    /* blocked int8 weights times int8 activations quantized per group by quantize_q8 */
+    void (*matvec_q8)(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs);
+    /* x[0..n) -> xq[0..G*gs) (zero padded), xs[0..G): per group scale = max|x| / 127 */
+    void (*quantize_q8)(int8_t *xq, float *xs, const float *x, int n, int gs);
+    /* out = x / sqrt(mean(x^2) + 1e-5) * w */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n);
+    /* in place: x = exp(x - max) / sum */
+    void (*softmax)(float *x, int n);
+    /* h = silu(h) * g */
+    void (*silu_mul)(float *h, const float *g, int n);
+    /* rotate pairs (2i, 2i+1) of every head of v[0..n) by the angles with cos/sin[i] */
+    void (*rope)(float *v, int n, int head_size, const float *cos_t, const float *sin_t);
+    /* att[t] = dot(q, k_t) / sqrt(head_size) for t < n_pos; k_t = k + t * stride */
+    void (*attn_scores_f32)(float *att, const float *q, const float *k, int n_pos, size_t stride,
+                            int head_size);
+    void (*attn_scores_f16)(float *att, const float *q, const uint16_t *k, int n_pos,
+                            size_t stride, int head_size);
+    /* out = sum_t att[t] * v_t for t < n_pos; v_t = v + t * stride */
+    void (*attn_mix_f32)(float *out, const float *att, const float *v, int n_pos, size_t stride,
+                         int head_size);
+    void (*attn_mix_f16)(float *out, const float *att, const uint16_t *v, int n_pos,
+                         size_t stride, int head_size);
+    /* f32 -> f16 (round to nearest even), for the KV cache */
+    void (*to_f16)(uint16_t *out, const float *x, int n);
+} l2_kernels;
+
+extern const l2_kernels l2_kernels_generic;
+
+/* Row-major q8 with groups over the flattened tensor (llama2.c v2 files, which may have
+ * groups straddling rows), float activations. Compatibility path: generic only. */
+void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,
+                       const float *x, int rows, int cols, int gs);
+
+/* The set called `name`, or the fastest when name is NULL or empty; NULL if unknown or if
+ * this CPU cannot run it. */
+const l2_kernels *l2_kernels_find(const char *name);
+
+#endif

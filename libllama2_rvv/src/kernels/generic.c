@@ -1,0 +1,182 @@
+/* Portable reference kernels: the definition of what every kernel computes.
+ * Plain loops in llama2.c's order of operations, so the float32 path reproduces it. */
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "kernels.h"
+
+static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        const float *row = w + (size_t)r * (size_t)cols;
+        float val = 0.0f;
+        for (int c = 0; c < cols; c++) val += row[c] * x[c];
+        out[r] = val;
+    }
+}
+
+static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *row = w + (size_t)r * (size_t)cols;
+        float val = 0.0f;
+        for (int c = 0; c < cols; c++) val += l2_f16_to_f32(row[c]) * x[c];
+        out[r] = val;
+    }
+}
+
+/* This is where the time goes in q8 mode: int8 x int8 products summed exactly in int32 per
+ * group, then scaled once per row and group. The column-major block lets every step work on
+ * BR consecutive rows at once, with no horizontal sums (see kernels.h for the layout). */
+static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR) {
+        float acc[BR] = {0};
+        for (int g = 0; g < groups; g++) {
+            int32_t isum[BR] = {0};
+            const int8_t *xg = xq + (size_t)g * (size_t)gs;
+            for (int c = 0; c < gs; c++) {
+                int32_t xv = xg[c];
+                for (int r = 0; r < BR; r++) isum[r] += (int32_t)wq[r] * xv;
+                wq += BR;
+            }
+            for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
+            ws += BR;
+        }
+        int n = rows - r0 < BR ? rows - r0 : BR;
+        memcpy(out + r0, acc, (size_t)n * sizeof(float));
+    }
+}
+
+static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+    int groups = (n + gs - 1) / gs;
+    for (int g = 0; g < groups; g++) {
+        int start = g * gs, len = n - start < gs ? n - start : gs;
+        float amax = 0.0f;
+        for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(x[start + i]));
+        float scale = amax / 127.0f;
+        float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int i = 0; i < len; i++) xq[start + i] = (int8_t)lrintf(x[start + i] * inv);
+        for (int i = len; i < gs; i++) xq[start + i] = 0;
+        xs[g] = scale;
+    }
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    ss /= (float)n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
+}
+
+static void softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+static void silu_mul(float *h, const float *g, int n) {
+    for (int i = 0; i < n; i++) {
+        float v = h[i];
+        v *= 1.0f / (1.0f + expf(-v));
+        h[i] = v * g[i];
+    }
+}
+
+static void rope(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
+    for (int i = 0; i < n; i += 2) {
+        int p = (i % head_size) / 2;
+        float v0 = v[i], v1 = v[i + 1];
+        v[i] = v0 * cos_t[p] - v1 * sin_t[p];
+        v[i + 1] = v0 * sin_t[p] + v1 * cos_t[p];
+    }
+}
+
+static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
+                            int head_size) {
+    for (int t = 0; t < n_pos; t++) {
+        const float *kt = k + (size_t)t * stride;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
+        att[t] = score / sqrtf((float)head_size);
+    }
+}
+
+static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
+                            size_t stride, int head_size) {
+    for (int t = 0; t < n_pos; t++) {
+        const uint16_t *kt = k + (size_t)t * stride;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += q[i] * l2_f16_to_f32(kt[i]);
+        att[t] = score / sqrtf((float)head_size);
+    }
+}
+
+static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
+                         int head_size) {
+    memset(out, 0, (size_t)head_size * sizeof(float));
+    for (int t = 0; t < n_pos; t++) {
+        const float *vt = v + (size_t)t * stride;
+        float a = att[t];
+        for (int i = 0; i < head_size; i++) out[i] += a * vt[i];
+    }
+}
+
+static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_pos,
+                         size_t stride, int head_size) {
+    memset(out, 0, (size_t)head_size * sizeof(float));
+    for (int t = 0; t < n_pos; t++) {
+        const uint16_t *vt = v + (size_t)t * stride;
+        float a = att[t];
+        for (int i = 0; i < head_size; i++) out[i] += a * l2_f16_to_f32(vt[i]);
+    }
+}
+
+static void to_f16(uint16_t *out, const float *x, int n) {
+    for (int i = 0; i < n; i++) out[i] = l2_f32_to_f16(x[i]);
+}
+
+const l2_kernels l2_kernels_generic = {
+    .name = "generic",
+    .matvec_f32 = matvec_f32,
+    .matvec_f16 = matvec_f16,
+    .matvec_q8 = matvec_q8,
+    .quantize_q8 = quantize_q8,
+    .rmsnorm = rmsnorm,
+    .softmax = softmax,
+    .silu_mul = silu_mul,
+    .rope = rope,
+    .attn_scores_f32 = attn_scores_f32,
+    .attn_scores_f16 = attn_scores_f16,
+    .attn_mix_f32 = attn_mix_f32,
+    .attn_mix_f16 = attn_mix_f16,
+    .to_f16 = to_f16,
+};
+
+void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,
+                       const float *x, int rows, int cols, int gs) {
+    for (int r = 0; r < rows; r++) {
+        size_t f = (size_t)r * (size_t)cols;  /* flat index of the row's first value */
+        float val = 0.0f;
+        for (int c = 0; c < cols;) {
+            /* the stretch of this row that lies in one flat group */
+            size_t g = f / (size_t)gs;
+            int len = (int)((g + 1) * (size_t)gs - f);
+            if (len > cols - c) len = cols - c;
+            float scale = l2_read_f32(scales + 4 * g), part = 0.0f;
+            for (int i = 0; i < len; i++) part += (float)wq[f + (size_t)i] * x[c + i];
+            val += part * scale;
+            c += len;
+            f += (size_t)len;
+        }
+        out[r] = val;
+    }
+}

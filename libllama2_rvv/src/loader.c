@@ -1,0 +1,433 @@
+/* Opening checkpoints: llama2.c v0/v1/v2 and the packed format, detected from the header.
+ * Every field and size is checked against the file length before anything is read, so a
+ * malformed file gives an error message, never an out-of-bounds read. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+#define LLAMA2C_MAGIC 0x616b3432u  /* "ak42" */
+#define LLAMA2C_HEADER_BYTES 256
+
+/* Limits far above any TinyStories model; they keep every size product inside 64 bits. */
+enum { MAX_DIM = 1 << 16, MAX_HIDDEN = 1 << 18, MAX_LAYERS = 1 << 10, MAX_VOCAB = 1 << 21,
+       MAX_SEQ = 1 << 20, MAX_GROUP = 1 << 16 };
+
+/* ---------------------------------------------------------------- config */
+
+static l2_status check_config(const l2_model_info *c, const char *path, l2_error *err) {
+    struct { const char *name; int32_t v, max; } f[] = {
+        {"dim", c->dim, MAX_DIM}, {"hidden_dim", c->hidden_dim, MAX_HIDDEN},
+        {"n_layers", c->n_layers, MAX_LAYERS}, {"n_heads", c->n_heads, MAX_DIM},
+        {"n_kv_heads", c->n_kv_heads, MAX_DIM}, {"vocab_size", c->vocab_size, MAX_VOCAB},
+        {"seq_len", c->seq_len, MAX_SEQ},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v <= 0 || f[i].v > f[i].max)
+            return l2_fail(err, L2_ERR_FORMAT, "%s: %s = %d is outside 1..%d", path, f[i].name,
+                           f[i].v, f[i].max);
+    if (c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: dim %d does not split into %d heads of even size",
+                       path, c->dim, c->n_heads);
+    if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads != 0)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: n_heads %d is not a multiple of n_kv_heads %d",
+                       path, c->n_heads, c->n_kv_heads);
+    if (c->vocab_size < 3)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: vocab_size %d has no room for BOS and EOS", path,
+                       c->vocab_size);
+    return L2_OK;
+}
+
+static void read_config(l2_model_info *c, const unsigned char *p) {
+    c->dim = l2_read_i32(p);
+    c->hidden_dim = l2_read_i32(p + 4);
+    c->n_layers = l2_read_i32(p + 8);
+    c->n_heads = l2_read_i32(p + 12);
+    c->n_kv_heads = l2_read_i32(p + 16);
+    c->vocab_size = l2_read_i32(p + 20);
+    c->seq_len = l2_read_i32(p + 24);
+}
+
+/* ---------------------------------------------------------------- matrices */
+
+uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
+    uint64_t n = (uint64_t)rows * (uint64_t)cols;
+    switch (type) {
+    case L2_TYPE_F32: return 4 * n;
+    case L2_TYPE_F16: return 2 * n;
+    case L2_TYPE_Q8: {
+        uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+        uint64_t groups = ((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs;
+        return prows * groups * (uint64_t)gs;
+    }
+    case L2_TYPE_Q8_FLAT: return n;
+    }
+    return 0;
+}
+
+uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
+    uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+    switch (type) {
+    case L2_TYPE_Q8: return 4 * prows * (((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs);
+    case L2_TYPE_Q8_FLAT: return 4 * ((uint64_t)rows * (uint64_t)cols / (uint64_t)gs);
+    default: return 0;
+    }
+}
+
+void l2_matrix_row(const l2_matrix *m, int32_t row, float *out) {
+    size_t cols = (size_t)m->cols;
+    switch (m->type) {
+    case L2_TYPE_F32:
+        memcpy(out, (const float *)m->data + (size_t)row * cols, cols * sizeof(float));
+        break;
+    case L2_TYPE_F16: {
+        const uint16_t *w = (const uint16_t *)m->data + (size_t)row * cols;
+        for (size_t c = 0; c < cols; c++) out[c] = l2_f16_to_f32(w[c]);
+        break;
+    }
+    case L2_TYPE_Q8: {
+        enum { BR = L2_Q8_BLOCK_ROWS };
+        size_t gs = (size_t)m->group_size, groups = (cols + gs - 1) / gs;
+        size_t b = (size_t)row / BR, r = (size_t)row % BR;
+        const int8_t *wq = m->data;
+        const float *ws = (const float *)(const void *)m->scales;
+        for (size_t c = 0; c < cols; c++) {
+            size_t bg = b * groups + c / gs;
+            out[c] = (float)wq[(bg * gs + c % gs) * BR + r] * ws[bg * BR + r];
+        }
+        break;
+    }
+    case L2_TYPE_Q8_FLAT: {
+        size_t f = (size_t)row * cols, gs = (size_t)m->group_size;
+        const int8_t *wq = m->data;
+        for (size_t c = 0; c < cols; c++, f++)
+            out[c] = (float)wq[f] * l2_read_f32(m->scales + 4 * (f / gs));
+        break;
+    }
+    }
+}
+
+/* Walks a file image, handing out consecutive tensors and failing once past the end. */
+typedef struct {
+    const unsigned char *base;
+    uint64_t size, offset;
+    int overflow;
+} cursor;
+
+static const unsigned char *take(cursor *cur, uint64_t bytes) {
+    if (cur->overflow || bytes > cur->size - cur->offset) {
+        cur->overflow = 1;
+        return NULL;
+    }
+    const unsigned char *p = cur->base + cur->offset;
+    cur->offset += bytes;
+    return p;
+}
+
+static const float *take_f32(cursor *cur, uint64_t n) {
+    return (const float *)(const void *)take(cur, 4 * n);
+}
+
+static void take_matrix(cursor *cur, l2_matrix *m, l2_type type, int32_t rows, int32_t cols,
+                        int32_t gs) {
+    m->type = type;
+    m->rows = rows;
+    m->cols = cols;
+    m->group_size = gs;
+    m->data = take(cur, l2_packed_values_bytes(type, rows, cols, gs));
+    m->scales = take(cur, l2_packed_scales_bytes(type, rows, cols, gs));
+}
+
+/* ---------------------------------------------------------------- llama2.c files */
+
+/* The per-layer matrices, each as one (n_layers, rows, cols) tensor in file order. */
+enum { WQ, WK, WV, WO, W1, W2, W3, N_MATS };
+
+static l2_matrix *layer_matrix(l2_layer *l, int which) {
+    l2_matrix *m[N_MATS] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w1, &l->w2, &l->w3};
+    return m[which];
+}
+
+static void matrix_shape(const l2_model *m, int which, int32_t *rows, int32_t *cols) {
+    const l2_model_info *c = &m->info;
+    int32_t shapes[N_MATS][2] = {{c->dim, c->dim}, {m->kv_dim, c->dim}, {m->kv_dim, c->dim},
+                                 {c->dim, c->dim}, {c->hidden_dim, c->dim},
+                                 {c->dim, c->hidden_dim}, {c->hidden_dim, c->dim}};
+    *rows = shapes[which][0];
+    *cols = shapes[which][1];
+}
+
+/* f32 matrices stored as (n_layers, rows, cols) blocks in WQ..W3 order (v0 and v1). */
+static void take_f32_layers(cursor *cur, l2_model *m) {
+    for (int w = 0; w < N_MATS; w++) {
+        int32_t rows, cols;
+        matrix_shape(m, w, &rows, &cols);
+        for (int l = 0; l < m->info.n_layers; l++)
+            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
+    }
+}
+
+static void take_rms(cursor *cur, l2_model *m, int ffn) {
+    for (int l = 0; l < m->info.n_layers; l++) {
+        const float *p = take_f32(cur, (uint64_t)m->info.dim);
+        if (ffn) m->layers[l].rms_ffn = p;
+        else m->layers[l].rms_att = p;
+    }
+}
+
+static void load_v0(l2_model *m, cursor *cur) {
+    l2_model_info *c = &m->info;
+    uint64_t dim = (uint64_t)c->dim;
+    cur->offset = 28;
+    take_matrix(cur, &m->token_embedding, L2_TYPE_F32, c->vocab_size, c->dim, 0);
+    take_rms(cur, m, 0);
+    /* v0 interleaves the rms_ffn weights between wo and w1 */
+    for (int w = WQ; w <= WO; w++) {
+        int32_t rows, cols;
+        matrix_shape(m, w, &rows, &cols);
+        for (int l = 0; l < c->n_layers; l++)
+            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
+    }
+    take_rms(cur, m, 1);
+    for (int w = W1; w <= W3; w++) {
+        int32_t rows, cols;
+        matrix_shape(m, w, &rows, &cols);
+        for (int l = 0; l < c->n_layers; l++)
+            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
+    }
+    m->rms_final = take_f32(cur, dim);
+    uint64_t rope_bytes = 4 * (uint64_t)c->seq_len * (uint64_t)m->head_size;
+    if (c->shared_classifier) {
+        /* the unused RoPE tables end the file; published files can be a little short there */
+        if (!cur->overflow && cur->size - cur->offset <= rope_bytes) cur->offset = cur->size;
+        else take(cur, rope_bytes);
+    } else {
+        take(cur, rope_bytes);
+        take_matrix(cur, &m->wcls, L2_TYPE_F32, c->vocab_size, c->dim, 0);
+    }
+}
+
+static void load_v1(l2_model *m, cursor *cur) {
+    l2_model_info *c = &m->info;
+    cur->offset = LLAMA2C_HEADER_BYTES;
+    take_rms(cur, m, 0);
+    take_rms(cur, m, 1);
+    m->rms_final = take_f32(cur, (uint64_t)c->dim);
+    take_matrix(cur, &m->token_embedding, L2_TYPE_F32, c->vocab_size, c->dim, 0);
+    take_f32_layers(cur, m);
+    if (!c->shared_classifier)
+        take_matrix(cur, &m->wcls, L2_TYPE_F32, c->vocab_size, c->dim, 0);
+}
+
+static l2_status load_v2(l2_model *m, cursor *cur, const char *path, l2_error *err) {
+    l2_model_info *c = &m->info;
+    int32_t gs = c->group_size;
+    cur->offset = LLAMA2C_HEADER_BYTES;
+    take_rms(cur, m, 0);
+    take_rms(cur, m, 1);
+    m->rms_final = take_f32(cur, (uint64_t)c->dim);
+    /* runq quantizes each tensor in flat groups: every tensor size must be a multiple */
+    for (int w = 0; w < N_MATS; w++) {
+        int32_t rows, cols;
+        matrix_shape(m, w, &rows, &cols);
+        if ((uint64_t)rows * (uint64_t)cols % (uint64_t)gs != 0)
+            return l2_fail(err, L2_ERR_FORMAT, "%s: a %dx%d tensor is not a whole number of "
+                           "groups of %d", path, rows, cols, gs);
+    }
+    if ((uint64_t)c->vocab_size * (uint64_t)c->dim % (uint64_t)gs != 0)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: the embedding is not a whole number of groups of %d",
+                       path, gs);
+    take_matrix(cur, &m->token_embedding, L2_TYPE_Q8_FLAT, c->vocab_size, c->dim, gs);
+    for (int w = 0; w < N_MATS; w++) {
+        int32_t rows, cols;
+        matrix_shape(m, w, &rows, &cols);
+        for (int l = 0; l < c->n_layers; l++)
+            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_Q8_FLAT, rows, cols, gs);
+    }
+    if (!c->shared_classifier)
+        take_matrix(cur, &m->wcls, L2_TYPE_Q8_FLAT, c->vocab_size, c->dim, gs);
+    return L2_OK;
+}
+
+/* ---------------------------------------------------------------- packed files */
+
+static const char *const tensor_names[] = {"token_embedding", "rms_final", "wcls", "rms_att",
+                                           "rms_ffn", "wq", "wk", "wv", "wo", "w1", "w2", "w3"};
+enum { T_EMB, T_RMS_FINAL, T_WCLS, T_RMS_ATT, T_RMS_FFN, T_WQ, N_TENSOR_NAMES = 12,
+       FIRST_LAYER_TENSOR = T_RMS_ATT };
+
+static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
+    const unsigned char *h = m->map.data;
+    l2_model_info *c = &m->info;
+    uint64_t size = m->map.size;
+    if (size < L2_PACKED_HEADER_BYTES)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: packed header truncated", path);
+    c->format_version = (int32_t)l2_read_u32(h + 4);
+    if (c->format_version != L2_PACKED_VERSION)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: packed format version %d is not supported (this "
+                       "library reads version %d; convert the model again)", path,
+                       c->format_version, L2_PACKED_VERSION);
+    uint32_t header_bytes = l2_read_u32(h + 8), n_tensors = l2_read_u32(h + 12);
+    read_config(c, h + 16);
+    uint32_t wtype = l2_read_u32(h + 44), gs = l2_read_u32(h + 48), block_rows = l2_read_u32(h + 52);
+    uint32_t flags = l2_read_u32(h + 56);
+    uint64_t file_bytes = l2_read_u64(h + 64);
+    if (file_bytes != size)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: file is %llu bytes but its header says %llu "
+                       "(truncated or appended to)", path, (unsigned long long)size,
+                       (unsigned long long)file_bytes);
+    if (wtype > L2_TYPE_Q8)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: unknown weight type %u", path, wtype);
+    if (wtype == L2_TYPE_Q8 && (gs == 0 || gs > MAX_GROUP || block_rows != L2_Q8_BLOCK_ROWS))
+        return l2_fail(err, L2_ERR_FORMAT, "%s: q8 group size %u / block rows %u not supported",
+                       path, gs, block_rows);
+    if (flags > 1) return l2_fail(err, L2_ERR_FORMAT, "%s: unknown flags 0x%x", path, flags);
+    c->weight_type = (int32_t)wtype;
+    c->group_size = wtype == L2_TYPE_Q8 ? (int32_t)gs : 0;
+    c->shared_classifier = (int32_t)(flags & 1);
+    l2_status st = check_config(c, path, err);
+    if (st != L2_OK) return st;
+    m->head_size = c->dim / c->n_heads;
+    m->kv_dim = c->n_kv_heads * m->head_size;
+    m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
+    if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+
+    uint64_t expected = 2 + 9 * (uint64_t)c->n_layers + (c->shared_classifier ? 0 : 1);
+    if (n_tensors != expected)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: %u tensors listed, the config needs %llu", path,
+                       n_tensors, (unsigned long long)expected);
+    if (header_bytes < L2_PACKED_HEADER_BYTES + (uint64_t)n_tensors * L2_PACKED_ENTRY_BYTES ||
+        header_bytes > size)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: header size %u is inconsistent", path, header_bytes);
+
+    /* each (name, layer) must appear exactly once */
+    size_t n_slots = 3 + 9 * (size_t)c->n_layers;
+    unsigned char *seen = calloc(n_slots, 1);
+    if (!seen) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+    st = L2_OK;
+    for (uint32_t i = 0; i < n_tensors && st == L2_OK; i++) {
+        const unsigned char *e = h + L2_PACKED_HEADER_BYTES + (size_t)i * L2_PACKED_ENTRY_BYTES;
+        char name[17];
+        memcpy(name, e, 16);
+        name[16] = '\0';
+        int32_t layer = l2_read_i32(e + 16);
+        uint32_t type = l2_read_u32(e + 20), rows = l2_read_u32(e + 24), cols = l2_read_u32(e + 28);
+        uint64_t off = l2_read_u64(e + 32), bytes = l2_read_u64(e + 40);
+        uint64_t soff = l2_read_u64(e + 48), sbytes = l2_read_u64(e + 56);
+        int t = 0;
+        while (t < N_TENSOR_NAMES && strcmp(name, tensor_names[t]) != 0) t++;
+        int per_layer = t >= FIRST_LAYER_TENSOR;
+        if (t == N_TENSOR_NAMES || (t == T_WCLS && c->shared_classifier) ||
+            (per_layer ? layer < 0 || layer >= c->n_layers : layer != -1)) {
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: unexpected tensor entry %u ('%.16s', layer %d)",
+                         path, i, name, layer);
+            break;
+        }
+        size_t slot = per_layer ? 3 + (size_t)layer * 9 + (size_t)(t - FIRST_LAYER_TENSOR) : (size_t)t;
+        if (seen[slot]++) {
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: tensor %s (layer %d) listed twice", path, name, layer);
+            break;
+        }
+        /* expected type and shape */
+        int is_rms = t == T_RMS_FINAL || t == T_RMS_ATT || t == T_RMS_FFN;
+        int32_t erows = 1, ecols = c->dim;
+        if (!is_rms) {
+            if (t == T_EMB || t == T_WCLS) erows = c->vocab_size;
+            else matrix_shape(m, t - T_WQ, &erows, &ecols);
+        }
+        l2_type etype = is_rms ? L2_TYPE_F32 : (l2_type)wtype;
+        int32_t egs = etype == L2_TYPE_Q8 ? (int32_t)gs : 0;
+        uint64_t ebytes = l2_packed_values_bytes(etype, erows, ecols, egs);
+        uint64_t esbytes = l2_packed_scales_bytes(etype, erows, ecols, egs);
+        if (type != (uint32_t)etype || rows != (uint32_t)erows || cols != (uint32_t)ecols ||
+            bytes != ebytes || sbytes != esbytes) {
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: tensor %s (layer %d) has type %u shape %ux%u, "
+                         "expected type %d shape %dx%d", path, name, layer, type, rows, cols,
+                         (int)etype, erows, ecols);
+            break;
+        }
+        if (off % L2_PACKED_ALIGN || off < header_bytes || bytes > size || off > size - bytes ||
+            (sbytes && (soff % L2_PACKED_ALIGN || soff < header_bytes || sbytes > size ||
+                        soff > size - sbytes))) {
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: tensor %s (layer %d) lies outside the file or "
+                         "is misaligned", path, name, layer);
+            break;
+        }
+        l2_matrix mat = {etype, erows, ecols, egs, h + off, sbytes ? h + soff : NULL};
+        switch (t) {
+        case T_EMB: m->token_embedding = mat; break;
+        case T_WCLS: m->wcls = mat; break;
+        case T_RMS_FINAL: m->rms_final = mat.data; break;
+        case T_RMS_ATT: m->layers[layer].rms_att = mat.data; break;
+        case T_RMS_FFN: m->layers[layer].rms_ffn = mat.data; break;
+        default: *layer_matrix(&m->layers[layer], t - T_WQ) = mat;
+        }
+    }
+    free(seen);
+    return st;
+}
+
+/* ---------------------------------------------------------------- entry point */
+
+l2_status l2_load(l2_model *m, const char *path, l2_error *err) {
+    l2_status st = l2_map_file(path, &m->map, err);
+    if (st != L2_OK) return st;
+    const unsigned char *h = m->map.data;
+    uint64_t size = m->map.size;
+    l2_model_info *c = &m->info;
+    c->file_bytes = size;
+    uint32_t magic = size >= 4 ? l2_read_u32(h) : 0;
+
+    if (magic == L2_PACKED_MAGIC) {
+        c->file_kind = L2_FILE_PACKED;
+        st = load_packed(m, path, err);
+    } else {
+        cursor cur = {h, size, 0, 0};
+        if (magic == LLAMA2C_MAGIC) {
+            if (size < LLAMA2C_HEADER_BYTES)
+                return l2_fail(err, L2_ERR_FORMAT, "%s: llama2.c header truncated", path);
+            c->format_version = l2_read_i32(h + 4);
+            if (c->format_version != 1 && c->format_version != 2)
+                return l2_fail(err, L2_ERR_FORMAT, "%s: llama2.c format version %d is not "
+                               "supported (1 and 2 are)", path, c->format_version);
+            c->file_kind = c->format_version == 1 ? L2_FILE_V1 : L2_FILE_V2;
+            read_config(c, h + 8);
+            if (h[36] > 1)
+                return l2_fail(err, L2_ERR_FORMAT, "%s: shared_classifier flag is %d", path, h[36]);
+            c->shared_classifier = h[36];
+            c->weight_type = c->file_kind == L2_FILE_V1 ? L2_TYPE_F32 : L2_TYPE_Q8_FLAT;
+            if (c->file_kind == L2_FILE_V2) {
+                c->group_size = l2_read_i32(h + 37);
+                if (c->group_size <= 0 || c->group_size > MAX_GROUP)
+                    return l2_fail(err, L2_ERR_FORMAT, "%s: group size %d is outside 1..%d", path,
+                                   c->group_size, MAX_GROUP);
+            }
+        } else {
+            if (size < 28)
+                return l2_fail(err, L2_ERR_FORMAT, "%s: too short for a llama2.c checkpoint", path);
+            c->file_kind = L2_FILE_V0;
+            c->format_version = 0;
+            read_config(c, h);
+            c->shared_classifier = c->vocab_size > 0;
+            if (c->vocab_size < 0 && c->vocab_size != INT32_MIN) c->vocab_size = -c->vocab_size;
+            c->weight_type = L2_TYPE_F32;
+        }
+        st = check_config(c, path, err);
+        if (st != L2_OK) return st;
+        m->head_size = c->dim / c->n_heads;
+        m->kv_dim = c->n_kv_heads * m->head_size;
+        m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
+        if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+        if (c->file_kind == L2_FILE_V0) load_v0(m, &cur);
+        else if (c->file_kind == L2_FILE_V1) load_v1(m, &cur);
+        else st = load_v2(m, &cur, path, err);
+        if (st == L2_OK && (cur.overflow || cur.offset != size))
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: file is %llu bytes but its header describes %s",
+                         path, (unsigned long long)size,
+                         cur.overflow ? "more (truncated file or wrong header)" : "fewer");
+    }
+    if (st != L2_OK) return st;
+    if (c->shared_classifier) m->wcls = m->token_embedding;
+    c->weight_type = m->token_embedding.type;
+    return L2_OK;
+}

@@ -1,0 +1,283 @@
+/* The model, the session state and the forward pass: the part that reads like llama2.c's
+ * run.c. Weights are views into the mapped file (model.h); a session owns the KV cache and
+ * the activations, which are all the memory one generation needs. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+const char *l2_version(void) { return "0.1.0"; }
+
+/* ---------------------------------------------------------------- model */
+
+static uint64_t matrix_bytes(const l2_matrix *m) {
+    return l2_packed_values_bytes(m->type, m->rows, m->cols, m->group_size) +
+           l2_packed_scales_bytes(m->type, m->rows, m->cols, m->group_size);
+}
+
+l2_status l2_model_open(const char *path, l2_model **out, l2_error *err) {
+    *out = NULL;
+    if (!path) return l2_fail(err, L2_ERR_ARG, "no model path given");
+    l2_model *m = calloc(1, sizeof *m);
+    if (!m) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+    l2_status st = l2_load(m, path, err);
+    if (st != L2_OK) {
+        l2_model_free(m);
+        return st;
+    }
+    /* what one token streams: every layer, the classifier, one embedding row, the norms */
+    const l2_model_info *c = &m->info;
+    uint64_t bytes = matrix_bytes(&m->wcls) + matrix_bytes(&m->token_embedding) /
+                     (uint64_t)c->vocab_size + 4 * (uint64_t)c->dim * (2 * (uint64_t)c->n_layers + 1);
+    for (int l = 0; l < c->n_layers; l++) {
+        const l2_layer *w = &m->layers[l];
+        bytes += matrix_bytes(&w->wq) + matrix_bytes(&w->wk) + matrix_bytes(&w->wv) +
+                 matrix_bytes(&w->wo) + matrix_bytes(&w->w1) + matrix_bytes(&w->w2) +
+                 matrix_bytes(&w->w3);
+    }
+    m->info.weight_bytes_per_token = bytes;
+    *out = m;
+    return L2_OK;
+}
+
+void l2_model_info_get(const l2_model *model, l2_model_info *out) { *out = model->info; }
+
+void l2_model_free(l2_model *model) {
+    if (!model) return;
+    l2_unmap_file(&model->map);
+    free(model->layers);
+    free(model);
+}
+
+/* ---------------------------------------------------------------- session */
+
+struct l2_session {
+    const l2_model *model;
+    const l2_kernels *k;
+    int32_t context;        /* positions the KV cache holds */
+    int32_t pos;            /* next position to evaluate */
+    l2_type kv_type;
+    /* activations, as in run.c */
+    float *x;               /* (dim) the residual stream */
+    float *xb, *xb2;        /* (dim) */
+    float *hb, *hb2;        /* (hidden_dim) */
+    float *q;               /* (dim) */
+    float *k_new, *v_new;   /* (kv_dim) this position's key and value before they enter the cache */
+    float *att;             /* (n_heads, context) */
+    float *logits;          /* (vocab_size) */
+    float *rope_cos, *rope_sin; /* (head_size / 2) this position's rotation */
+    int8_t *xq;             /* (max(dim, hidden) rounded up to groups) q8 input vector */
+    float *xs;              /* (groups) its scales */
+    void *key_cache;        /* (layer, context, kv_dim) f32 or f16 */
+    void *value_cache;      /* (layer, context, kv_dim) */
+    void *block;            /* the one allocation all the above live in */
+};
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
+                         l2_session **out, l2_error *err) {
+    *out = NULL;
+    const l2_model_info *c = &model->info;
+    l2_session_params p = {0, L2_TYPE_F32, NULL};
+    if (params) p = *params;
+    if (p.context == 0) p.context = c->seq_len;
+    if (p.context < 0 || p.context > c->seq_len)
+        return l2_fail(err, L2_ERR_ARG, "context %d is outside 1..%d (the model's seq_len)",
+                       p.context, c->seq_len);
+    if (p.kv_type != L2_TYPE_F32 && p.kv_type != L2_TYPE_F16)
+        return l2_fail(err, L2_ERR_ARG, "KV cache type must be f32 or f16");
+    const l2_kernels *k = l2_kernels_find(p.kernels);
+    if (!k) return l2_fail(err, L2_ERR_ARG, "kernel set '%s' is not available on this CPU",
+                           p.kernels);
+
+    int32_t gs = c->group_size > 0 ? c->group_size : 1;
+    size_t widest = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim);
+    size_t groups = (widest + (size_t)gs - 1) / (size_t)gs;
+    size_t dim = (size_t)c->dim, hidden = (size_t)c->hidden_dim, kv_dim = (size_t)model->kv_dim;
+    size_t kv_elem = p.kv_type == L2_TYPE_F16 ? 2 : 4;
+    size_t cache = (size_t)c->n_layers * (size_t)p.context * kv_dim * kv_elem;
+    size_t sizes[] = {
+        4 * dim, 4 * dim, 4 * dim, 4 * hidden, 4 * hidden, 4 * dim, 4 * kv_dim, 4 * kv_dim,
+        4 * (size_t)c->n_heads * (size_t)p.context, 4 * (size_t)c->vocab_size,
+        2 * (size_t)model->head_size, 2 * (size_t)model->head_size,
+        groups * (size_t)gs, 4 * groups, cache, cache,
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += align64(sizes[i]);
+
+    l2_session *s = calloc(1, sizeof *s);
+    void *block = NULL;
+    if (!s || posix_memalign(&block, 64, total) != 0) {
+        free(s);
+        return l2_fail(err, L2_ERR_NOMEM, "out of memory for a %d-position session (%zu bytes)",
+                       p.context, total);
+    }
+    memset(block, 0, total);
+    void **slots[] = {
+        (void **)&s->x, (void **)&s->xb, (void **)&s->xb2, (void **)&s->hb, (void **)&s->hb2,
+        (void **)&s->q, (void **)&s->k_new, (void **)&s->v_new, (void **)&s->att,
+        (void **)&s->logits, (void **)&s->rope_cos, (void **)&s->rope_sin, (void **)&s->xq,
+        (void **)&s->xs, &s->key_cache, &s->value_cache,
+    };
+    char *at = block;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *slots[i] = at;
+        at += align64(sizes[i]);
+    }
+    s->block = block;
+    s->model = model;
+    s->k = k;
+    s->context = p.context;
+    s->kv_type = (l2_type)p.kv_type;
+    *out = s;
+    return L2_OK;
+}
+
+void l2_session_free(l2_session *s) {
+    if (!s) return;
+    free(s->block);
+    free(s);
+}
+
+void l2_session_reset(l2_session *s) { s->pos = 0; }
+int32_t l2_session_pos(const l2_session *s) { return s->pos; }
+int32_t l2_session_context(const l2_session *s) { return s->context; }
+const char *l2_session_kernels(const l2_session *s) { return s->k->name; }
+float *l2_session_logits(l2_session *s) { return s->logits; }
+
+/* ---------------------------------------------------------------- neural net blocks */
+
+/* q8 matrices take the input vector quantized: done once per vector, shared by its matmuls. */
+static void load_input(l2_session *s, const float *x, int n) {
+    if (s->model->info.weight_type == L2_TYPE_Q8)
+        s->k->quantize_q8(s->xq, s->xs, x, n, s->model->info.group_size);
+}
+
+/* out = w @ x, x the vector last given to load_input */
+static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x) {
+    switch (w->type) {
+    case L2_TYPE_F32: s->k->matvec_f32(out, w->data, x, w->rows, w->cols); break;
+    case L2_TYPE_F16: s->k->matvec_f16(out, w->data, x, w->rows, w->cols); break;
+    case L2_TYPE_Q8:
+        s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
+                        w->rows, w->cols, w->group_size);
+        break;
+    case L2_TYPE_Q8_FLAT:
+        l2_matvec_q8_flat(out, w->data, w->scales, x, w->rows, w->cols, w->group_size);
+        break;
+    }
+}
+
+/* RoPE angles of this position, computed as llama2.c does, once for all heads and layers. */
+static void rope_angles(l2_session *s, int pos) {
+    int head_size = s->model->head_size;
+    for (int i = 0; i < head_size; i += 2) {
+        float freq = 1.0f / powf(10000.0f, (float)i / (float)head_size);
+        float val = (float)pos * freq;
+        s->rope_cos[i / 2] = cosf(val);
+        s->rope_sin[i / 2] = sinf(val);
+    }
+}
+
+static void add(float *x, const float *y, int n) {
+    for (int i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* One position. With want_logits = 0 (prompt tokens whose logits nobody reads) the
+ * classifier, 60% of a stories15M token, is skipped. */
+static void forward(l2_session *s, int32_t token, int want_logits) {
+    const l2_model *m = s->model;
+    const l2_model_info *p = &m->info;
+    const l2_kernels *k = s->k;
+    int dim = p->dim, hidden = p->hidden_dim, kv_dim = m->kv_dim, hs = m->head_size;
+    int kv_mul = p->n_heads / p->n_kv_heads, pos = s->pos;
+    size_t ctx = (size_t)s->context;
+    float *x = s->x;
+
+    l2_matrix_row(&m->token_embedding, token, x);
+    rope_angles(s, pos);
+
+    for (int l = 0; l < p->n_layers; l++) {
+        const l2_layer *w = &m->layers[l];
+        size_t layer_off = (size_t)l * ctx * (size_t)kv_dim;
+        size_t pos_off = layer_off + (size_t)pos * (size_t)kv_dim;
+        int f16 = s->kv_type == L2_TYPE_F16;
+        /* f32 caches take k and v in place; f16 ones after conversion */
+        float *kc = f16 ? s->k_new : (float *)s->key_cache + pos_off;
+        float *vc = f16 ? s->v_new : (float *)s->value_cache + pos_off;
+
+        /* attention: qkv matmuls, RoPE, cache */
+        k->rmsnorm(s->xb, x, w->rms_att, dim);
+        load_input(s, s->xb, dim);
+        matmul(s, s->q, &w->wq, s->xb);
+        matmul(s, kc, &w->wk, s->xb);
+        matmul(s, vc, &w->wv, s->xb);
+        k->rope(s->q, dim, hs, s->rope_cos, s->rope_sin);
+        k->rope(kc, kv_dim, hs, s->rope_cos, s->rope_sin);
+        if (f16) {
+            k->to_f16((uint16_t *)s->key_cache + pos_off, kc, kv_dim);
+            k->to_f16((uint16_t *)s->value_cache + pos_off, vc, kv_dim);
+        }
+
+        /* multihead attention over positions 0..pos */
+        for (int h = 0; h < p->n_heads; h++) {
+            const float *q = s->q + (size_t)h * (size_t)hs;
+            float *att = s->att + (size_t)h * ctx;
+            size_t head_off = layer_off + (size_t)(h / kv_mul) * (size_t)hs;
+            float *out = s->xb + (size_t)h * (size_t)hs;
+            if (f16) {
+                k->attn_scores_f16(att, q, (const uint16_t *)s->key_cache + head_off, pos + 1,
+                                   (size_t)kv_dim, hs);
+                k->softmax(att, pos + 1);
+                k->attn_mix_f16(out, att, (const uint16_t *)s->value_cache + head_off, pos + 1,
+                                (size_t)kv_dim, hs);
+            } else {
+                k->attn_scores_f32(att, q, (const float *)s->key_cache + head_off, pos + 1,
+                                   (size_t)kv_dim, hs);
+                k->softmax(att, pos + 1);
+                k->attn_mix_f32(out, att, (const float *)s->value_cache + head_off, pos + 1,
+                                (size_t)kv_dim, hs);
+            }
+        }
+        load_input(s, s->xb, dim);
+        matmul(s, s->xb2, &w->wo, s->xb);
+        add(x, s->xb2, dim);
+
+        /* feed-forward: w2(silu(w1 x) * w3 x) */
+        k->rmsnorm(s->xb, x, w->rms_ffn, dim);
+        load_input(s, s->xb, dim);
+        matmul(s, s->hb, &w->w1, s->xb);
+        matmul(s, s->hb2, &w->w3, s->xb);
+        k->silu_mul(s->hb, s->hb2, hidden);
+        load_input(s, s->hb, hidden);
+        matmul(s, s->xb, &w->w2, s->hb);
+        add(x, s->xb, dim);
+    }
+
+    if (want_logits) {
+        k->rmsnorm(x, x, m->rms_final, dim);
+        load_input(s, x, dim);
+        matmul(s, s->logits, &m->wcls, x);
+    }
+    s->pos++;
+}
+
+l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
+    const l2_model_info *p = &s->model->info;
+    if (n <= 0 || !tokens) return l2_fail(err, L2_ERR_ARG, "no tokens to evaluate");
+    if (n > s->context - s->pos)
+        return l2_fail(err, L2_ERR_RANGE, "%d tokens at position %d do not fit the context of %d",
+                       n, s->pos, s->context);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= p->vocab_size)
+            return l2_fail(err, L2_ERR_ARG, "token id %d is outside 0..%d", tokens[i],
+                           p->vocab_size - 1);
+    for (int32_t i = 0; i < n; i++) forward(s, tokens[i], i == n - 1);
+    for (int32_t i = 0; i < p->vocab_size; i++)
+        if (!isfinite(s->logits[i]))
+            return l2_fail(err, L2_ERR_NUMERIC, "the model produced a non-finite logit at "
+                           "position %d (corrupt weights?)", s->pos - 1);
+    return L2_OK;
+}

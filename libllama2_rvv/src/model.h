@@ -1,0 +1,56 @@
+/* The model as the forward pass sees it: views into the mapped file, whatever its format. */
+#ifndef L2_MODEL_H
+#define L2_MODEL_H
+
+#include "common.h"
+#include "kernels.h"
+
+/* One weight matrix (rows, cols) in place in the mapping. */
+typedef struct {
+    l2_type type;
+    int32_t rows, cols;
+    int32_t group_size;              /* q8 types */
+    const void *data;                /* f32/f16: row-major; q8: blocks (kernels.h); q8 flat: int8 */
+    const unsigned char *scales;     /* q8: f32 per (block, group, row); q8 flat: f32 per group */
+} l2_matrix;
+
+typedef struct {
+    const float *rms_att;            /* (dim) */
+    const float *rms_ffn;            /* (dim) */
+    l2_matrix wq;                    /* (n_heads * head_size, dim) */
+    l2_matrix wk;                    /* (kv_dim, dim) */
+    l2_matrix wv;                    /* (kv_dim, dim) */
+    l2_matrix wo;                    /* (dim, n_heads * head_size) */
+    l2_matrix w1;                    /* (hidden_dim, dim) */
+    l2_matrix w2;                    /* (dim, hidden_dim) */
+    l2_matrix w3;                    /* (hidden_dim, dim) */
+} l2_layer;
+
+struct l2_model {
+    l2_mapping map;
+    l2_model_info info;
+    int32_t head_size, kv_dim;
+    l2_matrix token_embedding;       /* (vocab_size, dim) */
+    l2_matrix wcls;                  /* (vocab_size, dim): a copy of token_embedding when shared */
+    const float *rms_final;          /* (dim) */
+    l2_layer *layers;                /* (n_layers) */
+};
+
+/* Validates the file's header and sizes and fills model (loader.c). */
+l2_status l2_load(l2_model *model, const char *path, l2_error *err);
+
+/* Row `row` of m as float32 into out[0..m->cols). */
+void l2_matrix_row(const l2_matrix *m, int32_t row, float *out);
+
+/* Bytes a matrix of this type and shape occupies in a packed file: values, then scales. */
+uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
+uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
+
+/* The packed format (FORMAT.md). */
+#define L2_PACKED_MAGIC 0x5652324cu  /* "L2RV" little-endian */
+#define L2_PACKED_VERSION 1
+#define L2_PACKED_HEADER_BYTES 128
+#define L2_PACKED_ENTRY_BYTES 64
+#define L2_PACKED_ALIGN 64
+
+#endif

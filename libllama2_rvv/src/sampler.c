@@ -1,0 +1,180 @@
+/* The llama2.c sampler, bit for bit: xorshift RNG, temperature, softmax, multinomial or
+ * top-p ("nucleus") sampling. Same seed, same logits, same float operations in the same
+ * order => the same token ids as upstream `run`.
+ *
+ * temperature and topp are used exactly as given. llama2.c's CLI clamps them first
+ * (temperature < 0 -> 0, topp outside [0, 1] -> 0.9) and replaces seed 0 with the time;
+ * that is the caller's job (l2run does it). Here seed 0 is an ordinary seed.
+ */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct {
+    float prob;
+    int32_t index;
+} prob_index;  /* a top-p candidate: its probability and token id */
+
+struct l2_sampler {
+    int32_t vocab_size;
+    float temperature;          /* 0: greedy (argmax) */
+    float topp;                 /* in (0, 1): top-p; otherwise plain multinomial */
+    uint64_t rng_state;         /* xorshift state */
+    prob_index *candidates;     /* (vocab_size) top-p scratch; allocated on first top-p use */
+};
+
+/* ----------------------------------------------------------------------------
+ * RNG: xorshift64* (upper 32 bits), as in llama2.c */
+
+static uint32_t random_u32(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+/* A float in [0, 1) with 24 random bits. */
+static float random_f32(uint64_t *state) {
+    return (float)(random_u32(state) >> 8) / 16777216.0f;
+}
+
+/* ----------------------------------------------------------------------------
+ * Sampling strategies */
+
+/* The first index of the largest value. */
+static int32_t argmax(const float *x, int32_t n) {
+    int32_t best = 0;
+    float best_value = x[0];
+    for (int32_t i = 1; i < n; i++) {
+        if (x[i] > best_value) {
+            best_value = x[i];
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* In place, in float, in upstream's order: max, expf(x - max) with a sequential sum, divide. */
+static void softmax(float *x, int32_t n) {
+    float max_value = x[0];
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > max_value) max_value = x[i];
+    float sum = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_value);
+        sum += x[i];
+    }
+    for (int32_t i = 0; i < n; i++) x[i] /= sum;
+}
+
+/* Inverse-CDF draw over all ids; the last id if rounding leaves coin above the total. */
+static int32_t sample_multinomial(const float *probs, int32_t n, float coin) {
+    float cdf = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        cdf += probs[i];
+        if (coin < cdf) return i;
+    }
+    return n - 1;
+}
+
+/* Probability descending, then id ascending: a total order, so the outcome does not depend
+ * on how the C library's qsort treats equal elements (upstream leaves ties unordered). */
+static int compare_candidates(const void *pa, const void *pb) {
+    const prob_index *a = pa, *b = pb;
+    if (a->prob > b->prob) return -1;
+    if (a->prob < b->prob) return 1;
+    return a->index < b->index ? -1 : a->index > b->index ? 1 : 0;
+}
+
+/* Top-p: draw from the smallest set of most likely ids whose probabilities sum past topp. */
+static int32_t sample_topp(const float *probs, int32_t n, float topp, prob_index *cand,
+                           float coin) {
+    /* Ids below this cutoff cannot be in the nucleus (upstream's pre-filter, which also decides
+     * which ids take part when rounding matters, so it is kept exactly). */
+    int32_t n0 = 0;
+    if (n > 1) {
+        const float cutoff = (1.0f - topp) / (float)(n - 1);
+        for (int32_t i = 0; i < n; i++) {
+            if (probs[i] >= cutoff) {
+                cand[n0].prob = probs[i];
+                cand[n0].index = i;
+                n0++;
+            }
+        }
+    }
+    /* Nothing passed the cutoff (one id, or a near-uniform distribution with a tiny topp):
+     * upstream reads before its buffer here; we return the most likely id. */
+    if (n0 == 0) return argmax(probs, n);
+    qsort(cand, (size_t)n0, sizeof *cand, compare_candidates);
+
+    float cumulative = 0.0f;
+    int32_t last = n0 - 1;  /* if the sum never exceeds topp, keep them all */
+    for (int32_t i = 0; i < n0; i++) {
+        cumulative += cand[i].prob;
+        if (cumulative > topp) {
+            last = i;
+            break;
+        }
+    }
+    float r = coin * cumulative;
+    float cdf = 0.0f;
+    for (int32_t i = 0; i <= last; i++) {
+        cdf += cand[i].prob;
+        if (r < cdf) return cand[i].index;
+    }
+    return cand[last].index;
+}
+
+/* ----------------------------------------------------------------------------
+ * Public API */
+
+l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint64_t seed,
+                         l2_sampler **out, l2_error *err) {
+    if (err) err->message[0] = '\0';
+    if (out) *out = NULL;
+    if (!out) return l2_fail(err, L2_ERR_ARG, "l2_sampler_new: NULL argument");
+    if (vocab_size < 1)
+        return l2_fail(err, L2_ERR_ARG, "sampler vocab_size must be at least 1 (got %d)",
+                       vocab_size);
+    l2_sampler *s = calloc(1, sizeof *s);
+    if (!s) return l2_fail(err, L2_ERR_NOMEM, "out of memory creating the sampler");
+    s->vocab_size = vocab_size;
+    s->temperature = temperature;
+    s->topp = topp;
+    s->rng_state = seed;
+    *out = s;
+    return L2_OK;
+}
+
+int32_t l2_sampler_sample(l2_sampler *sampler, float *logits) {
+    if (!sampler || !logits) return -1;  /* a caller bug; never a valid id */
+    const int32_t n = sampler->vocab_size;
+    if (sampler->temperature == 0.0f) return argmax(logits, n);  /* no coin drawn */
+
+    for (int32_t i = 0; i < n; i++) logits[i] /= sampler->temperature;
+    softmax(logits, n);
+    /* One coin per sample whatever the strategy, so the RNG stream matches upstream. */
+    float coin = random_f32(&sampler->rng_state);
+    if (sampler->topp <= 0.0f || sampler->topp >= 1.0f) return sample_multinomial(logits, n, coin);
+
+    /* The candidate buffer (8 bytes per id) is only paid for by top-p runs. */
+    if (!sampler->candidates) {
+        sampler->candidates = malloc((size_t)n * sizeof *sampler->candidates);
+        /* No status to return here: without the buffer, fall back to the most likely id,
+         * which is what a nucleus of one would give. */
+        if (!sampler->candidates) return argmax(logits, n);
+    }
+    return sample_topp(logits, n, sampler->topp, sampler->candidates, coin);
+}
+
+uint32_t l2_sampler_random_u32(l2_sampler *sampler) {
+    if (!sampler) return 0;
+    return random_u32(&sampler->rng_state);
+}
+
+void l2_sampler_free(l2_sampler *sampler) {
+    if (!sampler) return;
+    free(sampler->candidates);
+    free(sampler);
+}

@@ -1,0 +1,176 @@
+/* l2run: a drop-in for llama2.c's `run`, on libllama2_rvv.
+ * Same arguments, defaults and stdout; `achieved tok/s` on stderr. Extra options:
+ *   -k f32|f16   KV cache type (default f16 for packed f16/q8 models, else f32)
+ *   -e NAME      kernel set (default: the fastest this CPU runs; -e list shows them)
+ *   -v 1         report model, kernels and process memory on stderr at the end */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "llama2_rvv.h"
+
+static void error_usage(void) {
+    fprintf(stderr,
+            "Usage:   l2run <checkpoint> [options]\n"
+            "Example: l2run model.bin -n 256 -i \"Once upon a time\"\n"
+            "Options:\n"
+            "  -t <float>  temperature in [0,inf], default 1.0\n"
+            "  -p <float>  p value in top-p (nucleus) sampling in [0,1] default 0.9\n"
+            "  -s <int>    random seed, default time(NULL)\n"
+            "  -n <int>    number of steps to run for, default 256. 0 = max_seq_len\n"
+            "  -i <string> input prompt\n"
+            "  -z <string> optional path to custom tokenizer\n"
+            "  -m <string> mode: generate|chat, default: generate\n"
+            "  -y <string> (optional) system prompt in chat mode\n"
+            "  -k <string> KV cache type: f32|f16 (default f16 for packed f16/q8 models)\n"
+            "  -e <string> kernel set (default: fastest available; 'list' prints them)\n"
+            "  -v <int>    1: report model, kernels and memory on stderr\n");
+    exit(EXIT_FAILURE);
+}
+
+static void die(const char *what, const l2_error *err) {
+    fprintf(stderr, "l2run: %s%s%s\n", what, err ? ": " : "", err ? err->message : "");
+    exit(EXIT_FAILURE);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Prints a piece as llama2.c does: raw bytes that are neither printable nor space are dropped. */
+static void print_piece(const char *piece, size_t len) {
+    if (len == 0 || piece[0] == '\0') return;
+    if (len == 1 && !(isprint((unsigned char)piece[0]) || isspace((unsigned char)piece[0]))) return;
+    fwrite(piece, 1, strnlen(piece, len), stdout);
+}
+
+/* Anonymous and private dirty memory of this process, from /proc/self/smaps_rollup. */
+static void report_memory(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Rss:", 4) || !strncmp(line, "Private_Dirty:", 14) ||
+            !strncmp(line, "Anonymous:", 10))
+            fprintf(stderr, "memory %s", line);
+    fclose(f);
+}
+
+int main(int argc, char **argv) {
+    const char *checkpoint = NULL, *tokenizer_path = "tokenizer.bin", *prompt = NULL;
+    const char *mode = "generate", *kv = NULL, *kernels = NULL;
+    float temperature = 1.0f, topp = 0.9f;
+    int steps = 256, verbose = 0;
+    unsigned long long seed = 0;
+
+    if (argc >= 2) checkpoint = argv[1];
+    else error_usage();
+    for (int i = 2; i < argc; i += 2) {
+        if (i + 1 >= argc || argv[i][0] != '-' || strlen(argv[i]) != 2) error_usage();
+        const char *v = argv[i + 1];
+        switch (argv[i][1]) {
+        case 't': temperature = (float)atof(v); break;
+        case 'p': topp = (float)atof(v); break;
+        case 's': seed = (unsigned long long)(long long)atoi(v); break;
+        case 'n': steps = atoi(v); break;
+        case 'i': prompt = v; break;
+        case 'z': tokenizer_path = v; break;
+        case 'm': mode = v; break;
+        case 'y': break;  /* system prompt: chat mode only */
+        case 'k': kv = v; break;
+        case 'e': kernels = v; break;
+        case 'v': verbose = atoi(v); break;
+        default: error_usage();
+        }
+    }
+    if (kernels && !strcmp(kernels, "list")) {
+        for (int32_t i = 0; l2_kernels_name(i); i++) printf("%s\n", l2_kernels_name(i));
+        return 0;
+    }
+    if (seed == 0) seed = (unsigned int)time(NULL);
+    if (temperature < 0.0f) temperature = 0.0f;
+    if (topp < 0.0f || 1.0f < topp) topp = 0.9f;
+    if (steps < 0) steps = 0;
+    if (strcmp(mode, "generate") != 0) {
+        fprintf(stderr, "l2run: mode '%s' is not supported (TinyStories models only continue "
+                        "text: use -m generate)\n", mode);
+        return EXIT_FAILURE;
+    }
+
+    l2_error err = {{0}};
+    l2_model *model;
+    if (l2_model_open(checkpoint, &model, &err) != L2_OK) die("cannot load model", &err);
+    l2_model_info info;
+    l2_model_info_get(model, &info);
+    if (steps == 0 || steps > info.seq_len) steps = info.seq_len;
+
+    l2_session_params params = {steps, L2_TYPE_F32, kernels};
+    int packed_low_precision = info.file_kind == L2_FILE_PACKED && info.weight_type != L2_TYPE_F32;
+    if (kv ? !strcmp(kv, "f16") : packed_low_precision) params.kv_type = L2_TYPE_F16;
+    else if (kv && strcmp(kv, "f32") != 0) error_usage();
+
+    l2_tokenizer *tok;
+    if (l2_tokenizer_open(tokenizer_path, info.vocab_size, &tok, &err) != L2_OK)
+        die("cannot load tokenizer", &err);
+    l2_sampler *sampler;
+    if (l2_sampler_new(info.vocab_size, temperature, topp, seed, &sampler, &err) != L2_OK)
+        die("cannot create sampler", &err);
+    l2_session *session;
+    if (l2_session_new(model, &params, &session, &err) != L2_OK) die("cannot create session", &err);
+
+    if (!prompt) prompt = "";
+    size_t cap = strlen(prompt) + 3;
+    int32_t *prompt_tokens = malloc(cap * sizeof *prompt_tokens), n_prompt = 0;
+    if (!prompt_tokens) die("out of memory", NULL);
+    if (l2_tokenizer_encode(tok, prompt, 1, 0, prompt_tokens, (int32_t)cap, &n_prompt, &err) != L2_OK)
+        die("cannot encode the prompt", &err);
+    if (n_prompt > steps) {
+        fprintf(stderr, "l2run: the prompt is %d tokens, longer than the %d steps of context\n",
+                n_prompt, steps);
+        return EXIT_FAILURE;
+    }
+
+    /* The generation loop of llama2.c. The prompt is evaluated in one call (only its last
+     * position needs logits); its tokens are then echoed as forced choices. */
+    if (l2_session_eval(session, prompt_tokens, n_prompt, &err) != L2_OK)
+        die("forward pass failed", &err);
+    double start = 0.0;
+    int32_t token = prompt_tokens[0], next;
+    int pos = 0;
+    while (pos < steps) {
+        if (pos >= n_prompt && l2_session_eval(session, &token, 1, &err) != L2_OK)
+            die("forward pass failed", &err);
+        if (pos < n_prompt - 1) next = prompt_tokens[pos + 1];
+        else next = l2_sampler_sample(sampler, l2_session_logits(session));
+        pos++;
+        if (next == 1) break;  /* BOS ends the story */
+        const char *piece;
+        size_t len;
+        if (l2_tokenizer_decode(tok, token, next, &piece, &len) == L2_OK) print_piece(piece, len);
+        fflush(stdout);
+        token = next;
+        if (start == 0.0) start = now_ms();
+    }
+    printf("\n");
+    if (pos > 1) fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (now_ms() - start) * 1000.0);
+    if (verbose) {
+        fprintf(stderr, "model %s: dim %d hidden %d layers %d heads %d/%d vocab %d seq %d, weights "
+                "%s, %llu bytes read per token\nkernels %s, KV cache %s, context %d\n", checkpoint,
+                info.dim, info.hidden_dim, info.n_layers, info.n_heads, info.n_kv_heads,
+                info.vocab_size, info.seq_len,
+                (const char *[]){"f32", "f16", "q8", "q8 (llama2.c v2)"}[info.weight_type],
+                (unsigned long long)info.weight_bytes_per_token, l2_session_kernels(session),
+                params.kv_type == L2_TYPE_F16 ? "f16" : "f32", steps);
+        report_memory();
+    }
+    free(prompt_tokens);
+    l2_session_free(session);
+    l2_sampler_free(sampler);
+    l2_tokenizer_free(tok);
+    l2_model_free(model);
+    return 0;
+}

@@ -1,0 +1,33 @@
+"""The C library under test, loaded with cffi in ABI mode.
+
+lib() builds it first (`make -s lib` at the repo root, once per session) unless
+$STORYTELLER_LIB names a prebuilt .so (e.g. the AddressSanitizer build) to test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from storyteller._native import load_abi
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED = REPO_ROOT.parent / "shared"  # test data: models/tokenizer.bin, tokenizer.model, ...
+
+
+@cache
+def lib() -> tuple[Any, Any]:
+    """(ffi, lib) for libllama2_rvv.so."""
+    path = os.environ.get("STORYTELLER_LIB")
+    if not path:
+        subprocess.run(["make", "-s", "lib"], cwd=REPO_ROOT, check=True)
+        path = str(REPO_ROOT / "build" / "host" / "lib" / "libllama2_rvv.so")
+    return load_abi(path)
+
+
+def error_message(ffi: Any, err: Any) -> str:
+    """The text of an l2_error."""
+    return ffi.string(err.message).decode("utf-8", "replace")
