@@ -57,27 +57,6 @@ float l2_read_f32(const unsigned char *p) {
     return f;
 }
 
-float l2_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);             /* inf or NaN */
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (man << 13);    /* normal: rebias 15 -> 127 */
-    } else if (man == 0) {
-        bits = sign;                                         /* zero */
-    } else {                                                 /* subnormal: normalise */
-        uint32_t e = 113;
-        while (!(man & 0x400u)) { man <<= 1; e--; }
-        bits = sign | (e << 23) | ((man & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 uint16_t l2_f32_to_f16(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);

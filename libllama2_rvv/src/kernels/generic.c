@@ -1,27 +1,45 @@
 /* Portable reference kernels: the definition of what every kernel computes.
- * Plain loops in llama2.c's order of operations, so the float32 path reproduces it. */
+ * llama2.c's operations in its order, except that dot products keep DOT_LANES partial sums
+ * (lane l takes every DOT_LANES-th product) added in lane order at the end: compilers can
+ * then vectorise them without -ffast-math, and vector kernels can match them bit for bit. */
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
 #include "kernels.h"
 
+enum { DOT_LANES = 8 };
+
+static float sum_lanes(const float *acc) {
+    float sum = 0.0f;
+    for (int l = 0; l < DOT_LANES; l++) sum += acc[l];
+    return sum;
+}
+
+static float dot_f32(const float *a, const float *b, int n) {
+    float acc[DOT_LANES] = {0};
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int l = 0; l < DOT_LANES; l++) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
+    return sum_lanes(acc);
+}
+
+static float dot_f16(const uint16_t *a, const float *b, int n) {
+    float acc[DOT_LANES] = {0};
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int l = 0; l < DOT_LANES; l++) acc[l] += l2_f16_to_f32(a[i + l]) * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += l2_f16_to_f32(a[i]) * b[i];
+    return sum_lanes(acc);
+}
+
 static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
-    for (int r = 0; r < rows; r++) {
-        const float *row = w + (size_t)r * (size_t)cols;
-        float val = 0.0f;
-        for (int c = 0; c < cols; c++) val += row[c] * x[c];
-        out[r] = val;
-    }
+    for (int r = 0; r < rows; r++) out[r] = dot_f32(w + (size_t)r * (size_t)cols, x, cols);
 }
 
 static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
-    for (int r = 0; r < rows; r++) {
-        const uint16_t *row = w + (size_t)r * (size_t)cols;
-        float val = 0.0f;
-        for (int c = 0; c < cols; c++) val += l2_f16_to_f32(row[c]) * x[c];
-        out[r] = val;
-    }
+    for (int r = 0; r < rows; r++) out[r] = dot_f16(w + (size_t)r * (size_t)cols, x, cols);
 }
 
 /* This is where the time goes in q8 mode: int8 x int8 products summed exactly in int32 per
@@ -37,8 +55,8 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
             int32_t isum[BR] = {0};
             const int8_t *xg = xq + (size_t)g * (size_t)gs;
             for (int c = 0; c < gs; c++) {
-                int32_t xv = xg[c];
-                for (int r = 0; r < BR; r++) isum[r] += (int32_t)wq[r] * xv;
+                int16_t xv = xg[c];  /* |w * x| <= 127 * 127: the product fits 16 bits */
+                for (int r = 0; r < BR; r++) isum[r] += (int16_t)(wq[r] * xv);
                 wq += BR;
             }
             for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
@@ -102,22 +120,14 @@ static void rope(float *v, int n, int head_size, const float *cos_t, const float
 
 static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
                             int head_size) {
-    for (int t = 0; t < n_pos; t++) {
-        const float *kt = k + (size_t)t * stride;
-        float score = 0.0f;
-        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
-        att[t] = score / sqrtf((float)head_size);
-    }
+    for (int t = 0; t < n_pos; t++)
+        att[t] = dot_f32(k + (size_t)t * stride, q, head_size) / sqrtf((float)head_size);
 }
 
 static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
                             size_t stride, int head_size) {
-    for (int t = 0; t < n_pos; t++) {
-        const uint16_t *kt = k + (size_t)t * stride;
-        float score = 0.0f;
-        for (int i = 0; i < head_size; i++) score += q[i] * l2_f16_to_f32(kt[i]);
-        att[t] = score / sqrtf((float)head_size);
-    }
+    for (int t = 0; t < n_pos; t++)
+        att[t] = dot_f16(k + (size_t)t * stride, q, head_size) / sqrtf((float)head_size);
 }
 
 static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
