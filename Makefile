@@ -8,12 +8,15 @@
 
 BUILD    ?= build/host
 CC       ?= cc
+LINK     ?= $(CC)   # cross builds compile with clang and link with the target's gcc
 # -O3 vectorises the generic kernels; no -ffast-math: float results must not depend on it.
 OPT      ?= -O3
 CFLAGS   ?=
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla
 CPPFLAGS := -Ilibllama2_rvv/include -Ilibllama2_rvv/src -D_DEFAULT_SOURCE
-ALLFLAGS  = -std=c11 $(OPT) $(WARN) -fPIC $(CFLAGS)
+# -ffp-contract=off: no fused multiply-adds unless a kernel asks, so every compiler and
+# target computes the generic kernels' float operations identically.
+ALLFLAGS  = -std=c11 $(OPT) $(WARN) -ffp-contract=off -fPIC $(CFLAGS)
 LDLIBS   := -lm
 LDFLAGS  ?=
 
@@ -35,7 +38,7 @@ $(BUILD)/obj/%.o: %.c $(wildcard libllama2_rvv/include/*.h libllama2_rvv/src/*.h
 
 $(BUILD)/lib/libllama2_rvv.so: $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALLFLAGS) -shared -Wl,-soname,libllama2_rvv.so -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(LINK) $(ALLFLAGS) -shared -Wl,-soname,libllama2_rvv.so -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -44,11 +47,13 @@ $(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
 # Tools and C tests link the static library: one self-contained binary each.
 $(BUILD)/bin/%: libllama2_rvv/tools/%.c $(BUILD)/lib/libllama2_rvv.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALLFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $@.o $<
+	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $@.o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
 $(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALLFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $@.o $<
+	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $@.o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
 test: all
 	python3 -m pytest tests -q
