@@ -47,13 +47,13 @@ $(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
 # Tools and C tests link the static library: one self-contained binary each.
 $(BUILD)/bin/%: libllama2_rvv/tools/%.c $(BUILD)/lib/libllama2_rvv.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $@.o $<
-	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $@.o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $(BUILD)/obj/$(@F).o $<
+	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $(BUILD)/obj/$(@F).o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
 $(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $@.o $<
-	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $@.o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $(BUILD)/obj/$(@F).o $<
+	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $(BUILD)/obj/$(@F).o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
 test: all
 	python3 -m pytest tests -q

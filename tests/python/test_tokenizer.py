@@ -129,12 +129,13 @@ SCRIPTS = ["你好世界", "日本語のテキスト", "한국어", "中文", "�
            "שלום", "नमस्ते", "ภาษาไทย", "Ελλάδα", "ქართული", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "𠜎𠜱"]
 EMOJI = ["😀", "👍🏽", "🇫🇷", "👨‍👩‍👧", "❤️", "🐉", "✨", "🙂🙃", "©", "™", "→", "∑", "\u200b"]
 SPACES = [" ", "  ", "   ", "\n", "\n\n", "\t", " \n", "\r\n", "\u00a0", "    "]
+CONTROL = ["\x01", "\x07", "\x0b", "\x0c", "\x1b[0m", "\x7f", "\r"]
 
 
 def english_strings(count: int = 600, seed: int = 1234) -> list[str]:
     """Deterministic, varied text: sentences mixed with every awkward fragment above."""
     rng = random.Random(seed)
-    fragments = [QUOTED, NUMBERS, LATIN, SCRIPTS, EMOJI, PUNCT]
+    fragments = [QUOTED, NUMBERS, LATIN, SCRIPTS, EMOJI, PUNCT, CONTROL]
     out = ["", "a", "Hello world", "Once upon a time, there was a little girl named Lily."]
     while len(out) < count:
         parts = []
@@ -192,6 +193,29 @@ def test_encode_matches_sentencepiece(tok, sp):
     # tokenizer the two agree on every string generated here (whitespace runs, leading
     # spaces, byte fallback for CJK/emoji included).
     assert not mismatches, mismatches[:3]
+
+
+def test_sentencepiece_meta_space_differs(tok, sp, ref):
+    """The one class found where llama2.c and sentencepiece disagree: the character U+2581
+    ("▁") in the input. sentencepiece takes it for its own whitespace marker; llama2.c's
+    tokenizer.bin stores that marker as " ", so the character is an unknown code point and
+    becomes its three UTF-8 bytes. The library follows llama2.c: compare with the reference."""
+    pieces, scores = ref
+    for text in ["it\u2581", "a\u2581\u2581b", "\u2581Hello", "x \u2581 y"]:
+        data = text.encode()
+        got = tok.encode(data)
+        assert got == reference.encode(data, pieces, scores, True, False)
+        assert got != [1] + sp.encode(text)
+        assert [229, 153, 132] == got[got.index(229):got.index(229) + 3]  # E2 96 81 as bytes
+
+
+def test_longest_piece_is_reachable(tok, ref):
+    """A merge whose result has exactly the longest piece length still finds it."""
+    pieces, _ = ref
+    longest = max(map(len, pieces))
+    for i, piece in enumerate(pieces):
+        if len(piece) == longest and piece.startswith(b" "):
+            assert tok.encode(piece[1:]) == [1, i]
 
 
 def test_encode_matches_reference_on_text(tok, ref):
