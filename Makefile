@@ -58,10 +58,11 @@ $(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
 test: all
 	python3 -m pytest tests -q
 
+# Sanitized tools and C tests (static library: no sanitized .so to preload into Python).
 asan:
 	$(MAKE) BUILD=build/asan CC=clang-19 OPT="-O1 -g -fno-omit-frame-pointer" \
 	  CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	  LDFLAGS="-fsanitize=address,undefined"
+	  LDFLAGS="-fsanitize=address,undefined" tools ctests
 
 FUZZ_CC := clang-19
 FUZZ_FLAGS := -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all

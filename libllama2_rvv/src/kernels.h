@@ -55,6 +55,26 @@ typedef struct {
 
 extern const l2_kernels l2_kernels_generic;
 
+/* The generic kernels by name, for architecture sets to fall back on. */
+void l2_matvec_f32_generic(float *out, const float *w, const float *x, int rows, int cols);
+void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int rows, int cols);
+void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                          const float *xs, int rows, int cols, int gs);
+void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs);
+void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n);
+void l2_softmax_generic(float *x, int n);
+void l2_silu_mul_generic(float *h, const float *g, int n);
+void l2_rope_generic(float *v, int n, int head_size, const float *cos_t, const float *sin_t);
+void l2_attn_scores_f32_generic(float *att, const float *q, const float *k, int n_pos,
+                                size_t stride, int head_size);
+void l2_attn_scores_f16_generic(float *att, const float *q, const uint16_t *k, int n_pos,
+                                size_t stride, int head_size);
+void l2_attn_mix_f32_generic(float *out, const float *att, const float *v, int n_pos,
+                             size_t stride, int head_size);
+void l2_attn_mix_f16_generic(float *out, const float *att, const uint16_t *v, int n_pos,
+                             size_t stride, int head_size);
+void l2_to_f16_generic(uint16_t *out, const float *x, int n);
+
 /* Row-major q8 with groups over the flattened tensor (llama2.c v2 files, which may have
  * groups straddling rows), float activations. Compatibility path: generic only. */
 void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,

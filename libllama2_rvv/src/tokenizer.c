@@ -3,6 +3,7 @@
  * The file stays mapped and the pieces are read in place (zero copy): per tokenizer we keep
  * two uint32 arrays of vocab_size entries (piece offsets and ids sorted by piece bytes) and a
  * 256-byte table for the raw-byte pieces, about 256 KB for the Llama 2 vocabulary.
+ * Nothing changes after l2_tokenizer_open, so encode and decode may run on any threads.
  *
  * tokenizer.bin (little-endian): int32 max_token_length, then per piece: float32 score,
  * int32 length, `length` bytes (no NUL). The piece count is not stored: the model gives it.

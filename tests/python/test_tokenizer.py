@@ -7,6 +7,7 @@ everything sentencepiece cannot take (invalid UTF-8, synthetic vocabularies).
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 from pathlib import Path
@@ -113,11 +114,12 @@ def sp():
 
 # ----------------------------------------------------------------------------- test strings
 
-WORDS = ("the a an once upon time there was little girl named Lily she loved to play outside "
+_WORDS = ("the a an once upon time there was little girl named Lily she loved to play outside "
          "with her dog Max one day they found big red ball in park and were very happy "
          "because sun shining tree bird sang said mom dad friend tiny brave dragon castle "
          "wanted jump ran quickly slowly suddenly Tom Sue Ben Mia blue green yellow cake "
-         "sharing important lesson learned remember never ever forever okay").split()
+         "sharing important lesson learned remember never ever forever okay")
+WORDS = _WORDS.split()
 PUNCT = list(".,;:!?-()[]{}\"'/&%$#@*+=<>|\\~`^_…—–") + ["...", "?!", "--"]
 QUOTED = ["don't", "it's", "I'm", "we'll", "they've", "'single'", '"double"', "“curly”",
           "‘left’", "«guillemets»", "O'Brien", "rock 'n' roll"]
@@ -252,7 +254,7 @@ def test_decode_round_trip(tok):
     for text in english_strings(count=400, seed=3):
         data = text.encode()
         ids = tok.encode(data, bos=True)
-        out = b"".join(tok.decode(prev, cur) for prev, cur in zip(ids, ids[1:]))
+        out = b"".join(tok.decode(prev, cur) for prev, cur in itertools.pairwise(ids))
         # The dummy-prefix space is dropped by decode after BOS, so the text comes back as is.
         assert out == data, text
 
@@ -484,7 +486,7 @@ def test_header_is_not_trusted(tmp_path, ref):
         st, t, msg = open_tokenizer(path, VOCAB)
         assert st == L2_OK, msg
         try:
-            text = "Once upon a time, there was a little girl named Lily.".encode()
+            text = b"Once upon a time, there was a little girl named Lily."
             assert t.encode(text) == reference.encode(text, pieces, scores, True, False)
         finally:
             t.close()

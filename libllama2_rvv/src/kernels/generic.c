@@ -34,18 +34,18 @@ static float dot_f16(const uint16_t *a, const float *b, int n) {
     return sum_lanes(acc);
 }
 
-static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
+void l2_matvec_f32_generic(float *out, const float *w, const float *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) out[r] = dot_f32(w + (size_t)r * (size_t)cols, x, cols);
 }
 
-static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
+void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) out[r] = dot_f16(w + (size_t)r * (size_t)cols, x, cols);
 }
 
 /* This is where the time goes in q8 mode: int8 x int8 products summed exactly in int32 per
  * group, then scaled once per row and group. The column-major block lets every step work on
  * BR consecutive rows at once, with no horizontal sums (see kernels.h for the layout). */
-static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                       const float *xs, int rows, int cols, int gs) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     int groups = (cols + gs - 1) / gs;
@@ -67,7 +67,7 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
     }
 }
 
-static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs) {
     int groups = (n + gs - 1) / gs;
     for (int g = 0; g < groups; g++) {
         int start = g * gs, len = n - start < gs ? n - start : gs;
@@ -81,16 +81,15 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
     }
 }
 
-static void rmsnorm(float *out, const float *x, const float *w, int n) {
-    float ss = 0.0f;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n) {
+    float ss = dot_f32(x, x, n);
     ss /= (float)n;
     ss += 1e-5f;
     ss = 1.0f / sqrtf(ss);
     for (int i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-static void softmax(float *x, int n) {
+void l2_softmax_generic(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
     float sum = 0.0f;
@@ -101,7 +100,7 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-static void silu_mul(float *h, const float *g, int n) {
+void l2_silu_mul_generic(float *h, const float *g, int n) {
     for (int i = 0; i < n; i++) {
         float v = h[i];
         v *= 1.0f / (1.0f + expf(-v));
@@ -109,7 +108,7 @@ static void silu_mul(float *h, const float *g, int n) {
     }
 }
 
-static void rope(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
+void l2_rope_generic(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
     for (int i = 0; i < n; i += 2) {
         int p = (i % head_size) / 2;
         float v0 = v[i], v1 = v[i + 1];
@@ -118,19 +117,19 @@ static void rope(float *v, int n, int head_size, const float *cos_t, const float
     }
 }
 
-static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
+void l2_attn_scores_f32_generic(float *att, const float *q, const float *k, int n_pos, size_t stride,
                             int head_size) {
     for (int t = 0; t < n_pos; t++)
         att[t] = dot_f32(k + (size_t)t * stride, q, head_size) / sqrtf((float)head_size);
 }
 
-static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
+void l2_attn_scores_f16_generic(float *att, const float *q, const uint16_t *k, int n_pos,
                             size_t stride, int head_size) {
     for (int t = 0; t < n_pos; t++)
         att[t] = dot_f16(k + (size_t)t * stride, q, head_size) / sqrtf((float)head_size);
 }
 
-static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
+void l2_attn_mix_f32_generic(float *out, const float *att, const float *v, int n_pos, size_t stride,
                          int head_size) {
     memset(out, 0, (size_t)head_size * sizeof(float));
     for (int t = 0; t < n_pos; t++) {
@@ -140,7 +139,7 @@ static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos
     }
 }
 
-static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_pos,
+void l2_attn_mix_f16_generic(float *out, const float *att, const uint16_t *v, int n_pos,
                          size_t stride, int head_size) {
     memset(out, 0, (size_t)head_size * sizeof(float));
     for (int t = 0; t < n_pos; t++) {
@@ -150,25 +149,25 @@ static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_
     }
 }
 
-static void to_f16(uint16_t *out, const float *x, int n) {
+void l2_to_f16_generic(uint16_t *out, const float *x, int n) {
     for (int i = 0; i < n; i++) out[i] = l2_f32_to_f16(x[i]);
 }
 
 const l2_kernels l2_kernels_generic = {
     .name = "generic",
-    .matvec_f32 = matvec_f32,
-    .matvec_f16 = matvec_f16,
-    .matvec_q8 = matvec_q8,
-    .quantize_q8 = quantize_q8,
-    .rmsnorm = rmsnorm,
-    .softmax = softmax,
-    .silu_mul = silu_mul,
-    .rope = rope,
-    .attn_scores_f32 = attn_scores_f32,
-    .attn_scores_f16 = attn_scores_f16,
-    .attn_mix_f32 = attn_mix_f32,
-    .attn_mix_f16 = attn_mix_f16,
-    .to_f16 = to_f16,
+    .matvec_f32 = l2_matvec_f32_generic,
+    .matvec_f16 = l2_matvec_f16_generic,
+    .matvec_q8 = l2_matvec_q8_generic,
+    .quantize_q8 = l2_quantize_q8_generic,
+    .rmsnorm = l2_rmsnorm_generic,
+    .softmax = l2_softmax_generic,
+    .silu_mul = l2_silu_mul_generic,
+    .rope = l2_rope_generic,
+    .attn_scores_f32 = l2_attn_scores_f32_generic,
+    .attn_scores_f16 = l2_attn_scores_f16_generic,
+    .attn_mix_f32 = l2_attn_mix_f32_generic,
+    .attn_mix_f16 = l2_attn_mix_f16_generic,
+    .to_f16 = l2_to_f16_generic,
 };
 
 void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,

@@ -3,7 +3,20 @@
 
 #include "kernels.h"
 
+#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+extern const l2_kernels l2_kernels_riscv_v;  /* kernels/riscv_v.c */
+#endif
+#if defined(__x86_64__)
+extern const l2_kernels l2_kernels_avx2;  /* kernels/x86.c */
+#endif
+
 static const l2_kernels *const all_sets[] = {
+#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+    &l2_kernels_riscv_v,
+#endif
+#if defined(__x86_64__)
+    &l2_kernels_avx2,
+#endif
     &l2_kernels_generic,
 };
 enum { N_SETS = sizeof all_sets / sizeof all_sets[0] };

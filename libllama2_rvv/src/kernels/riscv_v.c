@@ -1,0 +1,215 @@
+/* RISC-V vector kernels: RVV 1.0, and the C906's RVV 0.7.1 through GCC's XTheadVector.
+ *
+ * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
+ * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, widening by vwadd(u)
+ * rather than vsext/vzext, which 0.7.1 lacks. Kernels with no vector gain worth their code
+ * (RoPE, SiLU, softmax: a few thousand scalar exps a token) use the generic ones. */
+#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+#include <math.h>
+#include <riscv_vector.h>
+
+#include "common.h"
+#include "kernels.h"
+
+/* The q8 matrix-vector product, where a stories15M token spends nearly all its time.
+ * Per block of 32 rows and per group: load column c (32 int8, one e8m2 register group),
+ * multiply by the scalar activation x[c] into 16-bit products; two columns' products fit
+ * 16 bits (2 * 127 * 127 < 32767), so pairs are summed in int16 and then widened into the
+ * 32 int32 group sums. Group sums become floats once per group, scaled as the generic
+ * kernel does (same operations, same order: the results are bitwise equal). */
+/* 16-bit products of `n` (1 or 2) consecutive columns of a block with their activations. */
+static inline vint16m4_t column_products(const int8_t *wq, const int8_t *x, int n, size_t vl) {
+    vint16m4_t p = __riscv_vwmul_vx_i16m4(__riscv_vle8_v_i8m2(wq, vl), x[0], vl);
+    if (n == 2) p = __riscv_vwmacc_vx_i16m4(p, x[1], __riscv_vle8_v_i8m2(wq + L2_Q8_BLOCK_ROWS, vl), vl);
+    return p;
+}
+
+static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    size_t vl = __riscv_vsetvl_e8m2(BR);  /* BR at every VLEN >= 128 */
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR) {
+        vfloat32m8_t acc;
+        for (int g = 0; g < groups; g++) {
+            const int8_t *xg = xq + (size_t)g * (size_t)gs;
+            /* the sums start from the first products: no zeroed registers to keep around */
+            int c = gs >= 2 ? 2 : 1;
+            vint32m8_t isum = __riscv_vwcvt_x_x_v_i32m8(column_products(wq, xg, c, vl), vl);
+            wq += (size_t)c * BR;
+            for (; c + 2 <= gs; c += 2, wq += 2 * BR)
+                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, xg + c, 2, vl), vl);
+            if (c < gs) {
+                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, xg + c, 1, vl), vl);
+                wq += BR;
+            }
+            vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
+            f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
+            f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
+            acc = g == 0 ? f : __riscv_vfadd_vv_f32m8(acc, f, vl);
+            ws += BR;
+        }
+        size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
+        __riscv_vse32_v_f32m8(out + r0, acc, n);
+    }
+}
+
+/* Per group: scale = max|x| / 127, q = round-to-nearest-even(x / scale) computed as
+ * x * (1 / scale), exactly as the generic kernel; the int8 results are bitwise equal. */
+static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+    int groups = (n + gs - 1) / gs;
+    for (int g = 0; g < groups; g++) {
+        int start = g * gs, len = n - start < gs ? n - start : gs;
+        const float *xg = x + start;
+        int8_t *qg = xq + start;
+        vfloat32m1_t vmax = __riscv_vfmv_v_f_f32m1(0.0f, 1);
+        for (int i = 0; i < len;) {
+            size_t vl = __riscv_vsetvl_e32m8((size_t)(len - i));
+            vfloat32m8_t v = __riscv_vfabs_v_f32m8(__riscv_vle32_v_f32m8(xg + i, vl), vl);
+            vmax = __riscv_vfredmax_vs_f32m8_f32m1(v, vmax, vl);
+            i += (int)vl;
+        }
+        float scale = __riscv_vfmv_f_s_f32m1_f32(vmax) / 127.0f;
+        float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int i = 0; i < len;) {
+            size_t vl = __riscv_vsetvl_e32m8((size_t)(len - i));
+            vfloat32m8_t v = __riscv_vfmul_vf_f32m8(__riscv_vle32_v_f32m8(xg + i, vl), inv, vl);
+            vint32m8_t q32 = __riscv_vfcvt_x_f_v_i32m8(v, vl);  /* dynamic rounding: RNE */
+            vint16m4_t q16 = __riscv_vnsra_wx_i16m4(q32, 0, vl);
+            __riscv_vse8_v_i8m2(qg + i, __riscv_vnsra_wx_i8m2(q16, 0, vl), vl);
+            i += (int)vl;
+        }
+        for (int i = len; i < gs; i++) qg[i] = 0;
+        xs[g] = scale;
+    }
+}
+
+/* ---- float kernels: the generic lane order, so results are bitwise equal everywhere ----
+ * Dot products keep DOT_LANES = 8 partial sums, lane l taking elements i = l (mod 8): one
+ * e32m2 vector of vl = 8 (whole at every VLEN >= 128). The tail goes to lanes 0.. in
+ * scalar code, then the lanes are added in order, exactly as the generic kernel does. */
+enum { DOT_LANES = 8 };
+
+static float finish_dot(vfloat32m2_t acc, const float *a_tail, const float *b_tail, int tail) {
+    float lanes[DOT_LANES];
+    __riscv_vse32_v_f32m2(lanes, acc, DOT_LANES);
+    for (int l = 0; l < tail; l++) lanes[l] += a_tail[l] * b_tail[l];
+    float sum = 0.0f;
+    for (int l = 0; l < DOT_LANES; l++) sum += lanes[l];
+    return sum;
+}
+
+static float dot_f32(const float *a, const float *b, int n) {
+    vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, DOT_LANES);
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vv_f32m2(__riscv_vle32_v_f32m2(a + i, DOT_LANES),
+                                     __riscv_vle32_v_f32m2(b + i, DOT_LANES), DOT_LANES), DOT_LANES);
+    return finish_dot(acc, a + i, b + i, n - i);
+}
+
+/* f16 -> f32 on integers, as l2_f16_to_f32: the magnitude bits moved into place and scaled
+ * by 2^112 rebias normals and subnormals; inf/NaN get the full exponent; then the sign. */
+static vfloat32m2_t f16_to_f32m2(const uint16_t *h, size_t vl) {
+    vuint32m2_t u = __riscv_vwaddu_vx_u32m2(__riscv_vle16_v_u16m1(h, vl), 0, vl);
+    vuint32m2_t mag = __riscv_vsll_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x7fffu, vl), 13, vl);
+    vfloat32m2_t f = __riscv_vfmul_vf_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(mag), 0x1p112f, vl);
+    vuint32m2_t bits = __riscv_vreinterpret_v_f32m2_u32m2(f);
+    vbool16_t special = __riscv_vmseq_vx_u32m2_b16(__riscv_vand_vx_u32m2(u, 0x7c00u, vl), 0x7c00u, vl);
+    bits = __riscv_vmerge_vvm_u32m2(bits, __riscv_vor_vx_u32m2(bits, 0x7f800000u, vl), special, vl);
+    vuint32m2_t sign = __riscv_vsll_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x8000u, vl), 16, vl);
+    return __riscv_vreinterpret_v_u32m2_f32m2(__riscv_vor_vv_u32m2(bits, sign, vl));
+}
+
+static float dot_f16(const uint16_t *a, const float *b, int n) {
+    vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, DOT_LANES);
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vv_f32m2(f16_to_f32m2(a + i, DOT_LANES),
+                                     __riscv_vle32_v_f32m2(b + i, DOT_LANES), DOT_LANES), DOT_LANES);
+    float a_tail[DOT_LANES];
+    for (int l = 0; i + l < n; l++) a_tail[l] = l2_f16_to_f32(a[i + l]);
+    return finish_dot(acc, a_tail, b + i, n - i);
+}
+
+static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) out[r] = dot_f32(w + (size_t)r * (size_t)cols, x, cols);
+}
+
+static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) out[r] = dot_f16(w + (size_t)r * (size_t)cols, x, cols);
+}
+
+static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
+                            int head_size) {
+    float root = sqrtf((float)head_size);
+    for (int t = 0; t < n_pos; t++) att[t] = dot_f32(k + (size_t)t * stride, q, head_size) / root;
+}
+
+static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
+                            size_t stride, int head_size) {
+    float root = sqrtf((float)head_size);
+    for (int t = 0; t < n_pos; t++) att[t] = dot_f16(k + (size_t)t * stride, q, head_size) / root;
+}
+
+/* out += a_t * v_t, element-wise with a separate multiply and add: bitwise equal to generic.
+ * LMUL 2: on the C906 an op costs the same at LMUL 1 and 2, and 4x more at 8. */
+static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
+                         int head_size) {
+    for (int i = 0; i < head_size;) {
+        size_t vl = __riscv_vsetvl_e32m2((size_t)(head_size - i));
+        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        for (int t = 0; t < n_pos; t++) {
+            vfloat32m2_t vt = __riscv_vle32_v_f32m2(v + (size_t)t * stride + i, vl);
+            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(vt, att[t], vl), vl);
+        }
+        __riscv_vse32_v_f32m2(out + i, acc, vl);
+        i += (int)vl;
+    }
+}
+
+static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_pos,
+                         size_t stride, int head_size) {
+    for (int i = 0; i < head_size;) {
+        size_t vl = __riscv_vsetvl_e32m2((size_t)(head_size - i));
+        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        for (int t = 0; t < n_pos; t++) {
+            vfloat32m2_t vt = f16_to_f32m2(v + (size_t)t * stride + i, vl);
+            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(vt, att[t], vl), vl);
+        }
+        __riscv_vse32_v_f32m2(out + i, acc, vl);
+        i += (int)vl;
+    }
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n) {  /* as generic */
+    float ss = dot_f32(x, x, n);
+    ss /= (float)n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        vfloat32m8_t v = __riscv_vfmul_vf_f32m8(__riscv_vle32_v_f32m8(x + i, vl), ss, vl);
+        __riscv_vse32_v_f32m8(out + i, __riscv_vfmul_vv_f32m8(__riscv_vle32_v_f32m8(w + i, vl), v, vl), vl);
+        i += (int)vl;
+    }
+}
+
+const l2_kernels l2_kernels_riscv_v = {
+    .name = "rvv",
+    .cpu_ok = NULL,  /* built only for targets that have the vector unit */
+    .matvec_f32 = matvec_f32,
+    .matvec_f16 = matvec_f16,
+    .matvec_q8 = matvec_q8,
+    .quantize_q8 = quantize_q8,
+    .rmsnorm = rmsnorm,
+    .softmax = l2_softmax_generic,
+    .silu_mul = l2_silu_mul_generic,
+    .rope = l2_rope_generic,
+    .attn_scores_f32 = attn_scores_f32,
+    .attn_scores_f16 = attn_scores_f16,
+    .attn_mix_f32 = attn_mix_f32,
+    .attn_mix_f16 = attn_mix_f16,
+    .to_f16 = l2_to_f16_generic,
+};
+#endif
