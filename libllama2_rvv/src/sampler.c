@@ -7,6 +7,7 @@
  * that is the caller's job (l2run does it). Here seed 0 is an ordinary seed.
  */
 #include "common.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ struct l2_sampler {
     float temperature;          /* 0: greedy (argmax) */
     float topp;                 /* in (0, 1): top-p; otherwise plain multinomial */
     uint64_t rng_state;         /* xorshift state */
-    prob_index *candidates;     /* (vocab_size) top-p scratch; allocated on first top-p use */
+    prob_index *candidates;     /* (vocab_size) top-p scratch; only when top-p is in use */
 };
 
 /* ----------------------------------------------------------------------------
@@ -53,19 +54,6 @@ static int32_t argmax(const float *x, int32_t n) {
         }
     }
     return best;
-}
-
-/* In place, in float, in upstream's order: max, expf(x - max) with a sequential sum, divide. */
-static void softmax(float *x, int32_t n) {
-    float max_value = x[0];
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > max_value) max_value = x[i];
-    float sum = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max_value);
-        sum += x[i];
-    }
-    for (int32_t i = 0; i < n; i++) x[i] /= sum;
 }
 
 /* Inverse-CDF draw over all ids; the last id if rounding leaves coin above the total. */
@@ -143,6 +131,14 @@ l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint
     s->temperature = temperature;
     s->topp = topp;
     s->rng_state = seed;
+    /* the candidate buffer (8 bytes per id) is only paid for by samplers that use top-p */
+    if (temperature != 0.0f && topp > 0.0f && topp < 1.0f) {
+        s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
+        if (!s->candidates) {
+            free(s);
+            return l2_fail(err, L2_ERR_NOMEM, "out of memory creating the sampler");
+        }
+    }
     *out = s;
     return L2_OK;
 }
@@ -153,18 +149,11 @@ int32_t l2_sampler_sample(l2_sampler *sampler, float *logits) {
     if (sampler->temperature == 0.0f) return argmax(logits, n);  /* no coin drawn */
 
     for (int32_t i = 0; i < n; i++) logits[i] /= sampler->temperature;
-    softmax(logits, n);
+    l2_softmax_generic(logits, n);  /* llama2.c's softmax, exactly */
     /* One coin per sample whatever the strategy, so the RNG stream matches upstream. */
     float coin = random_f32(&sampler->rng_state);
     if (sampler->topp <= 0.0f || sampler->topp >= 1.0f) return sample_multinomial(logits, n, coin);
 
-    /* The candidate buffer (8 bytes per id) is only paid for by top-p runs. */
-    if (!sampler->candidates) {
-        sampler->candidates = malloc((size_t)n * sizeof *sampler->candidates);
-        /* No status to return here: without the buffer, fall back to the most likely id,
-         * which is what a nucleus of one would give. */
-        if (!sampler->candidates) return argmax(logits, n);
-    }
     return sample_topp(logits, n, sampler->topp, sampler->candidates, coin);
 }
 

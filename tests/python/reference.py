@@ -160,11 +160,18 @@ def load_tokenizer_bin(path: str | os.PathLike[str], vocab_size: int) -> tuple[l
     return pieces, scores, max_token_length
 
 
+_lookup_cache: dict[int, tuple[list[bytes], dict[bytes, int]]] = {}
+
+
 def _piece_ids(pieces: Sequence[bytes]) -> dict[bytes, int]:
-    ids: dict[bytes, int] = {}
-    for i, p in enumerate(pieces):
-        ids.setdefault(p, i)  # duplicates: the lowest id
-    return ids
+    """bytes -> id (the lowest id for duplicates), cached per vocabulary (rechecked, cheaply)."""
+    hit = _lookup_cache.get(id(pieces))
+    if hit is None or hit[0] != list(pieces):
+        ids: dict[bytes, int] = {}
+        for i, p in enumerate(pieces):
+            ids.setdefault(p, i)
+        hit = _lookup_cache[id(pieces)] = (list(pieces), ids)
+    return hit[1]
 
 
 _NO_SCORE = float(np.float32(-1e10))  # llama2.c's initial best score
