@@ -41,12 +41,13 @@ class Config:
         return self.n_kv_heads * self.head_size
 
 
-# Small shapes run in milliseconds. hidden_dim is deliberately not a multiple of 32, so Q8_0
-# groups of 32 straddle the rows of w2. vocab_size 320 = 3 specials + 256 byte pieces + 61,
-# so a synthetic byte-level tokenizer fits.
+# Small shapes run in milliseconds. TINY already shares each KV head between 2 query heads;
+# its hidden_dim is deliberately not a multiple of 32, so Q8_0 groups of 32 straddle the rows
+# of w2. vocab_size 320 = 3 specials + 256 byte pieces + 61, so a byte-level tokenizer fits.
 TINY = Config(dim=32, hidden_dim=80, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, seq_len=32)
 # 6 query heads sharing 2 KV heads (group of 3: not a power of two).
 GQA = Config(dim=48, hidden_dim=136, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=384, seq_len=64)
+# Plain multi-head attention (n_kv_heads == n_heads).
 MHA = Config(dim=32, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=4, vocab_size=320, seq_len=32)
 STORIES260K = Config(64, 172, 5, 8, 4, 512, 512)
 STORIES15M = Config(288, 768, 6, 6, 6, 32000, 256)
@@ -109,7 +110,8 @@ def make_weights(cfg: Config, seed: int, shared: bool = True) -> dict[str, np.nd
     return w
 
 
-def with_nan(w: dict[str, np.ndarray], name: str, index: int = 0, value: float = float("nan")) -> dict[str, np.ndarray]:
+def with_nan(w: dict[str, np.ndarray], name: str, index: int = 0,
+             value: float = float("nan")) -> dict[str, np.ndarray]:
     """A copy of w with one element (flat index) of tensor `name` set to NaN (or value)."""
     out = {k: a.copy() for k, a in w.items()}
     out[name].reshape(-1)[index] = value
@@ -239,12 +241,16 @@ def write_v2(path: str | os.PathLike[str], cfg: Config, w: dict[str, np.ndarray]
 
 def dequantize_like_v2(cfg: Config, w: dict[str, np.ndarray], group_size: int) -> dict[str, np.ndarray]:
     """The float32 weights a v2 file written from w represents (norms stay exact)."""
+
+    def qdq(t: np.ndarray) -> np.ndarray:
+        return dequantize_q8_flat(*quantize_q8_flat(t, group_size), t.shape)
+
     out = dict(w)
-    for name in ("token_embedding", "wcls", *LAYER_ORDER):
+    for name in ("token_embedding", "wcls"):
         if name in w:
-            parts = [w[name]] if name in ("token_embedding", "wcls") else list(w[name])
-            deq = [dequantize_q8_flat(*quantize_q8_flat(p, group_size), p.shape) for p in parts]
-            out[name] = deq[0] if name in ("token_embedding", "wcls") else np.stack(deq)
+            out[name] = qdq(w[name])
+    for name in LAYER_ORDER:  # one quantized tensor per layer
+        out[name] = np.stack([qdq(w[name][layer]) for layer in range(cfg.n_layers)])
     return out
 
 
@@ -266,8 +272,7 @@ def write_tokenizer_bin(path: str | os.PathLike[str], pieces: list[bytes], score
     mtl = max((len(p) for p in pieces), default=0) if max_token_length is None else max_token_length
     with open(path, "wb") as f:
         f.write(struct.pack("<i", mtl))
-        for p, s in zip(pieces, scores, strict=True):
-            f.write(struct.pack("<fi", s, len(p)) + p)
+        f.writelines(struct.pack("<fi", s, len(p)) + p for p, s in zip(pieces, scores, strict=True))
 
 
 # ----------------------------------------------------------------------------- reader

@@ -1,7 +1,12 @@
 """Makes the test helpers (checkpoints.py, reference.py) importable from any test."""
 
+import os
 import sys
 from pathlib import Path
+
+# The reference's matrices are small: multithreaded OpenBLAS only adds overhead, and on a
+# loaded machine it makes them several times slower. Must be set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -9,7 +9,6 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
-
 from checkpoints import Config
 
 # ----------------------------------------------------------------------------- forward pass
@@ -46,11 +45,11 @@ def _forward(cfg: Config, w: dict[str, np.ndarray], tokens: Sequence[int],
     for layer in range(cfg.n_layers):
         xb = _rmsnorm(x, w["rms_att"][layer])
         q = rope(xb @ w["wq"][layer].T).reshape(n, nh, hs).transpose(1, 0, 2)  # (nh, n, hs)
-        ck, cv = cache[layer]
-        ck = cache[layer][0] = np.concatenate([ck, rope(xb @ w["wk"][layer].T)])
-        cv = cache[layer][1] = np.concatenate([cv, xb @ w["wv"][layer].T])
-        k = ck.reshape(-1, nkv, hs).transpose(1, 0, 2)[kv_head]  # (nh, T, hs)
-        v = cv.reshape(-1, nkv, hs).transpose(1, 0, 2)[kv_head]
+        kc, vc = cache[layer]  # append this block's keys and values to the cache
+        kc = cache[layer][0] = np.concatenate([kc, rope(xb @ w["wk"][layer].T)])
+        vc = cache[layer][1] = np.concatenate([vc, xb @ w["wv"][layer].T])
+        k = kc.reshape(-1, nkv, hs).transpose(1, 0, 2)[kv_head]  # (nh, T, hs): head h's KV head
+        v = vc.reshape(-1, nkv, hs).transpose(1, 0, 2)[kv_head]
         s = np.where(causal, q @ k.transpose(0, 2, 1) / np.sqrt(hs), -np.inf)
         p = np.exp(s - s.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
@@ -69,7 +68,9 @@ def forward_all(cfg: Config, w: dict[str, np.ndarray], tokens: Sequence[int]) ->
 
 def greedy(cfg: Config, w: dict[str, np.ndarray], first_token: int, n: int) -> list[int]:
     """Feed first_token at position 0, then each argmax back: the n argmaxes (pos 0..n-1)."""
-    w64, cache, out, tok = _as64(w), [], [], first_token
+    w64, tok = _as64(w), first_token
+    cache: list[list[np.ndarray]] = []
+    out: list[int] = []
     for _ in range(n):
         tok = int(np.argmax(_forward(cfg, w64, [tok], cache)[0]))
         out.append(tok)
@@ -149,9 +150,10 @@ def sample(logits: np.ndarray, temperature: float, topp: float, rng: XorShiftRng
 
 def load_tokenizer_bin(path: str | os.PathLike[str], vocab_size: int) -> tuple[list[bytes], list[float], int]:
     """(pieces, scores, max_token_length) from a llama2.c tokenizer.bin."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     (max_token_length,) = struct.unpack_from("<i", data, 0)
-    off, pieces, scores = 4, [], []
+    off, pieces, scores = 4, list[bytes](), list[float]()
     for _ in range(vocab_size):
         score, length = struct.unpack_from("<fi", data, off)
         pieces.append(data[off + 8:off + 8 + length])
