@@ -75,6 +75,10 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
         uint16_t *h = scratch;
         for (size_t i = 0; i < (size_t)n * cols; i++) {
             h[i] = l2_f32_to_f16(rows[i]);
+            if ((h[i] & 0x7c00u) == 0x7c00u)
+                return l2_fail(w->err, L2_ERR_RANGE, "%s (layer %d) row %d holds %g, too large for "
+                               "f16 (|w| <= 65504): convert to f32 or q8", t->name, t->layer,
+                               r0 + (int32_t)(i / cols), (double)rows[i]);
             double e = fabs((double)l2_f16_to_f32(h[i]) - (double)rows[i]);
             if (e > rep->max_abs_error) rep->max_abs_error = e;
         }
