@@ -71,7 +71,7 @@ struct l2_session {
     float *xs;              /* (groups) its scales */
     void *key_cache;        /* (layer, context, kv_dim) f32 or f16 */
     void *value_cache;      /* (layer, context, kv_dim) */
-    void *block;            /* the one allocation all the above live in */
+    void *block;            /* the one allocation all the above live in (64-byte aligned within) */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -107,21 +107,22 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += align64(sizes[i]);
 
+    /* calloc: the KV cache's pages stay untouched (and uncharged) until positions use them */
     l2_session *s = calloc(1, sizeof *s);
-    void *block = NULL;
-    if (!s || posix_memalign(&block, 64, total) != 0) {
+    void *block = calloc(1, total + 63);
+    if (!s || !block) {
         free(s);
+        free(block);
         return l2_fail(err, L2_ERR_NOMEM, "out of memory for a %d-position session (%zu bytes)",
                        p.context, total);
     }
-    memset(block, 0, total);
     void **slots[] = {
         (void **)&s->x, (void **)&s->xb, (void **)&s->xb2, (void **)&s->hb, (void **)&s->hb2,
         (void **)&s->q, (void **)&s->k_new, (void **)&s->v_new, (void **)&s->att,
         (void **)&s->logits, (void **)&s->rope_cos, (void **)&s->rope_sin, (void **)&s->xq,
         (void **)&s->xs, &s->key_cache, &s->value_cache,
     };
-    char *at = block;
+    char *at = (char *)(((uintptr_t)block + 63) & ~(uintptr_t)63);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *slots[i] = at;
         at += align64(sizes[i]);

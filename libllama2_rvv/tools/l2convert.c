@@ -52,6 +52,8 @@ int main(int argc, char **argv) {
     l2_tensor_report *reports = calloc((size_t)max, sizeof *reports);
     if (!reports || l2_convert(model, out, type, group, reports, max, &n, &err) != L2_OK) {
         fprintf(stderr, "l2convert: %s\n", reports ? err.message : "out of memory");
+        free(reports);
+        l2_model_free(model);
         return EXIT_FAILURE;
     }
     printf("%-16s %5s %12s %10s %12s %12s\n", "tensor", "layer", "shape", "bytes", "max|w|",
@@ -68,6 +70,8 @@ int main(int argc, char **argv) {
     l2_model *written;
     if (l2_model_open(out, &written, &err) != L2_OK) {
         fprintf(stderr, "l2convert: the written file does not load back: %s\n", err.message);
+        free(reports);
+        l2_model_free(model);
         return EXIT_FAILURE;
     }
     l2_model_info_get(written, &info);

@@ -30,9 +30,27 @@ static void error_usage(void) {
     exit(EXIT_FAILURE);
 }
 
-static void die(const char *what, const l2_error *err) {
+/* Everything main allocates, so every exit path frees it. */
+typedef struct {
+    l2_model *model;
+    l2_tokenizer *tok;
+    l2_sampler *sampler;
+    l2_session *session;
+    int32_t *prompt_tokens;
+} resources;
+
+static void release(resources *r) {
+    free(r->prompt_tokens);
+    l2_session_free(r->session);
+    l2_sampler_free(r->sampler);
+    l2_tokenizer_free(r->tok);
+    l2_model_free(r->model);
+}
+
+static int fail(resources *r, const char *what, const l2_error *err) {
     fprintf(stderr, "l2run: %s%s%s\n", what, err ? ": " : "", err ? err->message : "");
-    exit(EXIT_FAILURE);
+    release(r);
+    return EXIT_FAILURE;
 }
 
 static double now_ms(void) {
@@ -101,56 +119,56 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
 
+    if (kv && strcmp(kv, "f16") != 0 && strcmp(kv, "f32") != 0) error_usage();
+
     l2_error err = {{0}};
-    l2_model *model;
-    if (l2_model_open(checkpoint, &model, &err) != L2_OK) die("cannot load model", &err);
+    resources r = {0};
+    if (l2_model_open(checkpoint, &r.model, &err) != L2_OK) return fail(&r, "cannot load model", &err);
     l2_model_info info;
-    l2_model_info_get(model, &info);
+    l2_model_info_get(r.model, &info);
     if (steps == 0 || steps > info.seq_len) steps = info.seq_len;
 
     l2_session_params params = {steps, L2_TYPE_F32, kernels};
     int packed_low_precision = info.file_kind == L2_FILE_PACKED && info.weight_type != L2_TYPE_F32;
     if (kv ? !strcmp(kv, "f16") : packed_low_precision) params.kv_type = L2_TYPE_F16;
-    else if (kv && strcmp(kv, "f32") != 0) error_usage();
 
-    l2_tokenizer *tok;
-    if (l2_tokenizer_open(tokenizer_path, info.vocab_size, &tok, &err) != L2_OK)
-        die("cannot load tokenizer", &err);
-    l2_sampler *sampler;
-    if (l2_sampler_new(info.vocab_size, temperature, topp, seed, &sampler, &err) != L2_OK)
-        die("cannot create sampler", &err);
-    l2_session *session;
-    if (l2_session_new(model, &params, &session, &err) != L2_OK) die("cannot create session", &err);
+    if (l2_tokenizer_open(tokenizer_path, info.vocab_size, &r.tok, &err) != L2_OK)
+        return fail(&r, "cannot load tokenizer", &err);
+    if (l2_sampler_new(info.vocab_size, temperature, topp, seed, &r.sampler, &err) != L2_OK)
+        return fail(&r, "cannot create sampler", &err);
+    if (l2_session_new(r.model, &params, &r.session, &err) != L2_OK)
+        return fail(&r, "cannot create session", &err);
 
     if (!prompt) prompt = "";
     size_t cap = strlen(prompt) + 3;
-    int32_t *prompt_tokens = malloc(cap * sizeof *prompt_tokens), n_prompt = 0;
-    if (!prompt_tokens) die("out of memory", NULL);
-    if (l2_tokenizer_encode(tok, prompt, 1, 0, prompt_tokens, (int32_t)cap, &n_prompt, &err) != L2_OK)
-        die("cannot encode the prompt", &err);
+    int32_t n_prompt = 0;
+    r.prompt_tokens = malloc(cap * sizeof *r.prompt_tokens);
+    if (!r.prompt_tokens) return fail(&r, "out of memory", NULL);
+    if (l2_tokenizer_encode(r.tok, prompt, 1, 0, r.prompt_tokens, (int32_t)cap, &n_prompt, &err) != L2_OK)
+        return fail(&r, "cannot encode the prompt", &err);
     if (n_prompt > steps) {
-        fprintf(stderr, "l2run: the prompt is %d tokens, longer than the %d steps of context\n",
-                n_prompt, steps);
-        return EXIT_FAILURE;
+        snprintf(err.message, sizeof err.message, "the prompt is %d tokens, longer than the %d "
+                 "steps of context", n_prompt, steps);
+        return fail(&r, "cannot generate", &err);
     }
 
     /* The generation loop of llama2.c. The prompt is evaluated in one call (only its last
      * position needs logits); its tokens are then echoed as forced choices. */
-    if (l2_session_eval(session, prompt_tokens, n_prompt, &err) != L2_OK)
-        die("forward pass failed", &err);
+    if (l2_session_eval(r.session, r.prompt_tokens, n_prompt, &err) != L2_OK)
+        return fail(&r, "forward pass failed", &err);
     double start = 0.0;
-    int32_t token = prompt_tokens[0], next;
+    int32_t token = r.prompt_tokens[0], next;
     int pos = 0;
     while (pos < steps) {
-        if (pos >= n_prompt && l2_session_eval(session, &token, 1, &err) != L2_OK)
-            die("forward pass failed", &err);
-        if (pos < n_prompt - 1) next = prompt_tokens[pos + 1];
-        else next = l2_sampler_sample(sampler, l2_session_logits(session));
+        if (pos >= n_prompt && l2_session_eval(r.session, &token, 1, &err) != L2_OK)
+            return fail(&r, "forward pass failed", &err);
+        if (pos < n_prompt - 1) next = r.prompt_tokens[pos + 1];
+        else next = l2_sampler_sample(r.sampler, l2_session_logits(r.session));
         pos++;
         if (next == 1) break;  /* BOS ends the story */
         const char *piece;
         size_t len;
-        if (l2_tokenizer_decode(tok, token, next, &piece, &len) == L2_OK) print_piece(piece, len);
+        if (l2_tokenizer_decode(r.tok, token, next, &piece, &len) == L2_OK) print_piece(piece, len);
         fflush(stdout);
         token = next;
         if (start == 0.0) start = now_ms();
@@ -163,14 +181,10 @@ int main(int argc, char **argv) {
                 info.dim, info.hidden_dim, info.n_layers, info.n_heads, info.n_kv_heads,
                 info.vocab_size, info.seq_len,
                 (const char *[]){"f32", "f16", "q8", "q8 (llama2.c v2)"}[info.weight_type],
-                (unsigned long long)info.weight_bytes_per_token, l2_session_kernels(session),
+                (unsigned long long)info.weight_bytes_per_token, l2_session_kernels(r.session),
                 params.kv_type == L2_TYPE_F16 ? "f16" : "f32", steps);
         report_memory();
     }
-    free(prompt_tokens);
-    l2_session_free(session);
-    l2_sampler_free(sampler);
-    l2_tokenizer_free(tok);
-    l2_model_free(model);
+    release(&r);
     return 0;
 }

@@ -73,9 +73,13 @@ void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs
         int start = g * gs, len = n - start < gs ? n - start : gs;
         float amax = 0.0f;
         for (int i = 0; i < len; i++) amax = fmaxf(amax, fabsf(x[start + i]));
-        float scale = amax / 127.0f;
+        int finite = 1;
+        for (int i = 0; i < len; i++) finite &= isfinite(x[start + i]);
+        /* NaN or infinity must reach the output (fmaxf skips NaN, and rounding either is
+         * undefined): the group becomes zeros with a NaN scale */
+        float scale = finite ? amax / 127.0f : NAN;
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        for (int i = 0; i < len; i++) xq[start + i] = (int8_t)lrintf(x[start + i] * inv);
+        for (int i = 0; i < len; i++) xq[start + i] = finite ? (int8_t)lrintf(x[start + i] * inv) : 0;
         for (int i = len; i < gs; i++) xq[start + i] = 0;
         xs[g] = scale;
     }

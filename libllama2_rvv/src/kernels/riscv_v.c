@@ -63,11 +63,20 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
         const float *xg = x + start;
         int8_t *qg = xq + start;
         vfloat32m1_t vmax = __riscv_vfmv_v_f_f32m1(0.0f, 1);
+        long non_finite = 0;
         for (int i = 0; i < len;) {
             size_t vl = __riscv_vsetvl_e32m8((size_t)(len - i));
             vfloat32m8_t v = __riscv_vfabs_v_f32m8(__riscv_vle32_v_f32m8(xg + i, vl), vl);
             vmax = __riscv_vfredmax_vs_f32m8_f32m1(v, vmax, vl);
+            /* !(|x| <= FLT_MAX) holds for NaN and infinity */
+            non_finite += __riscv_vcpop_m_b4(__riscv_vmfgt_vf_f32m8_b4(v, 3.4028235e38f, vl), vl);
+            non_finite += __riscv_vcpop_m_b4(__riscv_vmfne_vv_f32m8_b4(v, v, vl), vl);
             i += (int)vl;
+        }
+        if (non_finite) {  /* as generic: zeros and a NaN scale, so the NaN reaches the output */
+            for (int i = 0; i < gs; i++) qg[i] = 0;
+            xs[g] = NAN;
+            continue;
         }
         float scale = __riscv_vfmv_f_s_f32m1_f32(vmax) / 127.0f;
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
