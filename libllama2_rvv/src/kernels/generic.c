@@ -1,37 +1,24 @@
 /* Portable reference kernels: the definition of what every kernel computes.
- * llama2.c's operations in its order, except that dot products keep DOT_LANES partial sums
- * (lane l takes every DOT_LANES-th product) added in lane order at the end: compilers can
- * then vectorise them without -ffast-math, and vector kernels can match them bit for bit. */
+ * llama2.c's operations in llama2.c's order: every sum is accumulated sequentially, so the
+ * float32 path gives upstream `run`'s logits bit for bit (built as its Makefile does, with
+ * no -ffast-math). Vector kernels keep each sum's order and vectorise across rows,
+ * positions or elements instead. */
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
 #include "kernels.h"
 
-enum { DOT_LANES = 8 };
-
-static float sum_lanes(const float *acc) {
+static float dot_f32(const float *a, const float *b, int n) {
     float sum = 0.0f;
-    for (int l = 0; l < DOT_LANES; l++) sum += acc[l];
+    for (int i = 0; i < n; i++) sum += a[i] * b[i];
     return sum;
 }
 
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[DOT_LANES] = {0};
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int l = 0; l < DOT_LANES; l++) acc[l] += a[i + l] * b[i + l];
-    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
-    return sum_lanes(acc);
-}
-
 static float dot_f16(const uint16_t *a, const float *b, int n) {
-    float acc[DOT_LANES] = {0};
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int l = 0; l < DOT_LANES; l++) acc[l] += l2_f16_to_f32(a[i + l]) * b[i + l];
-    for (int l = 0; i < n; i++, l++) acc[l] += l2_f16_to_f32(a[i]) * b[i];
-    return sum_lanes(acc);
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += l2_f16_to_f32(a[i]) * b[i];
+    return sum;
 }
 
 void l2_matvec_f32_generic(float *out, const float *w, const float *x, int rows, int cols) {

@@ -3,7 +3,8 @@
  * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
  * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, widening by vwadd(u)
  * rather than vsext/vzext, which 0.7.1 lacks. Kernels with no vector gain worth their code
- * (RoPE, SiLU, softmax: a few thousand scalar exps a token) use the generic ones. */
+ * (RMSNorm's sequential sum, RoPE, SiLU, softmax: a few thousand scalar exps a token) use
+ * the generic ones. */
 #if defined(__riscv_vector) || defined(__riscv_xtheadvector)
 #include <math.h>
 #include <riscv_vector.h>
@@ -93,34 +94,14 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
     }
 }
 
-/* ---- float kernels: the generic lane order, so results are bitwise equal everywhere ----
- * Dot products keep DOT_LANES = 8 partial sums, lane l taking elements i = l (mod 8): one
- * e32m2 vector of vl = 8 (whole at every VLEN >= 128). The tail goes to lanes 0.. in
- * scalar code, then the lanes are added in order, exactly as the generic kernel does. */
-enum { DOT_LANES = 8 };
-
-static float finish_dot(vfloat32m2_t acc, const float *a_tail, const float *b_tail, int tail) {
-    float lanes[DOT_LANES];
-    __riscv_vse32_v_f32m2(lanes, acc, DOT_LANES);
-    for (int l = 0; l < tail; l++) lanes[l] += a_tail[l] * b_tail[l];
-    float sum = 0.0f;
-    for (int l = 0; l < DOT_LANES; l++) sum += lanes[l];
-    return sum;
-}
-
-static float dot_f32(const float *a, const float *b, int n) {
-    vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, DOT_LANES);
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vv_f32m2(__riscv_vle32_v_f32m2(a + i, DOT_LANES),
-                                     __riscv_vle32_v_f32m2(b + i, DOT_LANES), DOT_LANES), DOT_LANES);
-    return finish_dot(acc, a + i, b + i, n - i);
-}
+/* ---- float kernels: every sum in the generic (llama2.c) order, so results are bitwise
+ * equal everywhere. A vector holds one running sum per row (or per position) and steps
+ * through the columns in order, loading a column across rows with a strided load. */
 
 /* f16 -> f32 on integers, as l2_f16_to_f32: the magnitude bits moved into place and scaled
  * by 2^112 rebias normals and subnormals; inf/NaN get the full exponent; then the sign. */
-static vfloat32m2_t f16_to_f32m2(const uint16_t *h, size_t vl) {
-    vuint32m2_t u = __riscv_vwaddu_vx_u32m2(__riscv_vle16_v_u16m1(h, vl), 0, vl);
+static vfloat32m2_t f16_to_f32m2(vuint16m1_t h, size_t vl) {
+    vuint32m2_t u = __riscv_vwaddu_vx_u32m2(h, 0, vl);
     vuint32m2_t mag = __riscv_vsll_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x7fffu, vl), 13, vl);
     vfloat32m2_t f = __riscv_vfmul_vf_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(mag), 0x1p112f, vl);
     vuint32m2_t bits = __riscv_vreinterpret_v_f32m2_u32m2(f);
@@ -130,35 +111,61 @@ static vfloat32m2_t f16_to_f32m2(const uint16_t *h, size_t vl) {
     return __riscv_vreinterpret_v_u32m2_f32m2(__riscv_vor_vv_u32m2(bits, sign, vl));
 }
 
-static float dot_f16(const uint16_t *a, const float *b, int n) {
-    vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, DOT_LANES);
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vv_f32m2(f16_to_f32m2(a + i, DOT_LANES),
-                                     __riscv_vle32_v_f32m2(b + i, DOT_LANES), DOT_LANES), DOT_LANES);
-    float a_tail[DOT_LANES];
-    for (int l = 0; i + l < n; l++) a_tail[l] = l2_f16_to_f32(a[i + l]);
-    return finish_dot(acc, a_tail, b + i, n - i);
+/* sums[j] = sum over i < n, in order, of a[j * stride + i] * b[i], for j < count */
+static void dots_f32(float *sums, const float *a, size_t stride, const float *b, int n, int count) {
+    for (int j = 0; j < count;) {
+        size_t vl = __riscv_vsetvl_e32m2((size_t)(count - j));
+        const float *aj = a + (size_t)j * stride;
+        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        for (int i = 0; i < n; i++) {
+            vfloat32m2_t col = __riscv_vlse32_v_f32m2(aj + i, (ptrdiff_t)(stride * 4), vl);
+            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(col, b[i], vl), vl);
+        }
+        __riscv_vse32_v_f32m2(sums + j, acc, vl);
+        j += (int)vl;
+    }
+}
+
+static void dots_f16(float *sums, const uint16_t *a, size_t stride, const float *b, int n, int count) {
+    for (int j = 0; j < count;) {
+        size_t vl = __riscv_vsetvl_e32m2((size_t)(count - j));
+        const uint16_t *aj = a + (size_t)j * stride;
+        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        for (int i = 0; i < n; i++) {
+            vuint16m1_t col = __riscv_vlse16_v_u16m1(aj + i, (ptrdiff_t)(stride * 2), vl);
+            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(f16_to_f32m2(col, vl), b[i], vl), vl);
+        }
+        __riscv_vse32_v_f32m2(sums + j, acc, vl);
+        j += (int)vl;
+    }
 }
 
 static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
-    for (int r = 0; r < rows; r++) out[r] = dot_f32(w + (size_t)r * (size_t)cols, x, cols);
+    dots_f32(out, w, (size_t)cols, x, cols, rows);
 }
 
 static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
-    for (int r = 0; r < rows; r++) out[r] = dot_f16(w + (size_t)r * (size_t)cols, x, cols);
+    dots_f16(out, w, (size_t)cols, x, cols, rows);
+}
+
+static void divide(float *att, float d, int n) {
+    for (int t = 0; t < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - t));
+        __riscv_vse32_v_f32m8(att + t, __riscv_vfdiv_vf_f32m8(__riscv_vle32_v_f32m8(att + t, vl), d, vl), vl);
+        t += (int)vl;
+    }
 }
 
 static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
                             int head_size) {
-    float root = sqrtf((float)head_size);
-    for (int t = 0; t < n_pos; t++) att[t] = dot_f32(k + (size_t)t * stride, q, head_size) / root;
+    dots_f32(att, k, stride, q, head_size, n_pos);
+    divide(att, sqrtf((float)head_size), n_pos);
 }
 
 static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
                             size_t stride, int head_size) {
-    float root = sqrtf((float)head_size);
-    for (int t = 0; t < n_pos; t++) att[t] = dot_f16(k + (size_t)t * stride, q, head_size) / root;
+    dots_f16(att, k, stride, q, head_size, n_pos);
+    divide(att, sqrtf((float)head_size), n_pos);
 }
 
 /* out += a_t * v_t, element-wise with a separate multiply and add: bitwise equal to generic.
@@ -183,23 +190,10 @@ static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_
         size_t vl = __riscv_vsetvl_e32m2((size_t)(head_size - i));
         vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
         for (int t = 0; t < n_pos; t++) {
-            vfloat32m2_t vt = f16_to_f32m2(v + (size_t)t * stride + i, vl);
+            vfloat32m2_t vt = f16_to_f32m2(__riscv_vle16_v_u16m1(v + (size_t)t * stride + i, vl), vl);
             acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(vt, att[t], vl), vl);
         }
         __riscv_vse32_v_f32m2(out + i, acc, vl);
-        i += (int)vl;
-    }
-}
-
-static void rmsnorm(float *out, const float *x, const float *w, int n) {  /* as generic */
-    float ss = dot_f32(x, x, n);
-    ss /= (float)n;
-    ss += 1e-5f;
-    ss = 1.0f / sqrtf(ss);
-    for (int i = 0; i < n;) {
-        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
-        vfloat32m8_t v = __riscv_vfmul_vf_f32m8(__riscv_vle32_v_f32m8(x + i, vl), ss, vl);
-        __riscv_vse32_v_f32m8(out + i, __riscv_vfmul_vv_f32m8(__riscv_vle32_v_f32m8(w + i, vl), v, vl), vl);
         i += (int)vl;
     }
 }
@@ -211,7 +205,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .matvec_f16 = matvec_f16,
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
-    .rmsnorm = rmsnorm,
+    .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
