@@ -1,0 +1,362 @@
+"""`storyteller`: tell a story, run a model like l2run, benchmark, manage model files.
+
+    storyteller tell "a brave little dragon"      a story, printed as it is told
+    storyteller run model.bin -n 256 -i "Once"    l2run's flags, defaults and output
+    storyteller bench                             tok/s, time to first token, memory
+    storyteller models list | fetch NAME | convert IN OUT --type q8 | info FILE
+
+Settings come from etc/storyteller.toml (config.py says where it is looked for); options
+given here override them. Failures are one line on stderr, never a traceback. Exit status:
+0 done, 1 failed, 2 bad usage, 3 topic refused (the refusal is printed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+from storyteller import __version__, bench, config, models
+from storyteller.engine import Model, Session, Tokenizer, kernel_names, printable_piece
+from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
+from storyteller.safety import Blocklist, check_topic
+from storyteller.story import StoryOptions, Storyteller, normalize_topic
+
+EXIT_OK, EXIT_FAIL, EXIT_REFUSED = 0, 1, 3
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(config.find_config(args.config))
+
+
+def _paths(args: argparse.Namespace, settings: config.Settings, model: str | None = None,
+           tokenizer: str | None = None) -> tuple[Path, Path]:
+    """The model and tokenizer files: options, then settings, then models_dir discovery."""
+    models_dir = settings.model.models_dir
+    mpath = Path(model or args.model or "") if (model or args.model) else settings.model.path
+    if mpath is None:
+        mpath = models.default_model(models_dir)
+    if not mpath.is_file():
+        raise ModelNotFoundError(f"model file {mpath} not found (pass --model FILE, or run "
+                                 "`storyteller models fetch stories15M`)")
+    tpath = Path(tokenizer or args.tokenizer) if (tokenizer or args.tokenizer) else settings.model.tokenizer
+    if tpath is None:
+        tpath = models.default_tokenizer(mpath, models_dir)
+    if not tpath.is_file():
+        raise ModelNotFoundError(f"tokenizer file {tpath} not found (pass --tokenizer FILE)")
+    return mpath, tpath
+
+
+def _open(mpath: Path, tpath: Path, settings: config.Settings, context: int, kv: str | None,
+          kernels: str | None) -> Session:
+    """A session on the model with its tokenizer (whose vocabulary must be the model's)."""
+    model = Model.open(mpath)
+    tok = Tokenizer.open(tpath)
+    kv = kv or (None if settings.model.kv == "auto" else settings.model.kv)
+    return model.session(tok, context=context, kv=kv, kernels=kernels or settings.model.kernels or None)
+
+
+def _write(out: IO[bytes], data: bytes) -> None:
+    out.write(data)
+    out.flush()
+
+
+# ----------------------------------------------------------------------------- tell
+
+
+def cmd_tell(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    s, g = settings.story, settings.generation
+    options = StoryOptions(
+        max_sentences=args.sentences if args.sentences is not None else s.max_sentences,
+        temperature=args.temperature if args.temperature is not None else g.temperature,
+        top_p=args.top_p if args.top_p is not None else g.top_p,
+        seed=args.seed if args.seed is not None else g.seed,
+        retries=s.retries, max_topic_chars=s.max_topic_chars, closing=s.closing)
+    topic = " ".join(args.topic)
+    blocklist = Blocklist.load(settings.safety.blocklist)
+    check_topic(normalize_topic(topic, options.max_topic_chars), blocklist)  # before loading a model
+    speaker = _speaker(args) if args.speak or args.wav else None
+    mpath, tpath = _paths(args, settings)
+    session = _open(mpath, tpath, settings, args.context or settings.model.context, args.kv, None)
+    teller = Storyteller(session, blocklist, options)
+    out = sys.stdout.buffer
+    try:
+        for sentence in teller.tell(topic):
+            _write(out, (sentence.prefix + sentence.text).encode())
+            if speaker is not None:
+                speaker.say(sentence.text)
+        _write(out, b"\n")
+    finally:
+        if speaker is not None:
+            speaker.close()
+    return EXIT_OK
+
+
+class Speaker(Protocol):
+    """What `tell --speak/--wav` needs from the voice package: storyteller.voice.tts.open_sink(
+    speak=bool, wav=path or None) returning this."""
+
+    def say(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _speaker(args: argparse.Namespace) -> Speaker:
+    """The text-to-speech sink of the voice package."""
+    if importlib.util.find_spec("storyteller.voice") is None or \
+            importlib.util.find_spec("storyteller.voice.tts") is None:
+        raise StorytellerError("--speak and --wav need text-to-speech (storyteller.voice.tts), "
+                               "which this version does not have yet")
+    from storyteller.voice import tts
+
+    sink: Speaker = tts.open_sink(speak=args.speak, wav=args.wav)
+    return sink
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """l2run: same flags, defaults, clamping, stdout bytes and stderr tok/s."""
+    if args.e == "list":
+        print("\n".join(kernel_names()))
+        return EXIT_OK
+    if args.m != "generate":
+        raise StorytellerError(f"mode '{args.m}' is not supported (TinyStories models only continue "
+                               "text: use -m generate)")
+    settings = _settings(args)
+    mpath, tpath = _paths(args, settings, args.checkpoint, args.z)
+    seed = args.s or int(time.time()) & 0xFFFFFFFF
+    temperature = max(args.t, 0.0)
+    top_p = args.p if 0.0 <= args.p <= 1.0 else 0.9
+    if args.k not in (None, "f32", "f16"):
+        raise StorytellerError(f"-k must be f32 or f16 (got {args.k})")
+    with Model.open(mpath) as model:
+        steps = args.n if 0 < args.n <= model.info.seq_len else model.info.seq_len
+        kv = args.k or (None if settings.model.kv == "auto" else settings.model.kv)
+        tok = Tokenizer.open(tpath)
+        session = model.session(tok, context=steps, kv=kv, kernels=args.e or settings.model.kernels or None)
+        out = sys.stdout.buffer
+        start = 0.0
+        for step in session.steps(args.i or "", None, temperature, top_p, seed):
+            _write(out, printable_piece(step.piece))
+            if not start:
+                start = time.perf_counter()
+        _write(out, b"\n")
+        pos = session.pos
+        if pos > 1:
+            print(f"achieved tok/s: {(pos - 1) / (time.perf_counter() - start):f}", file=sys.stderr)
+        if args.v:
+            info = model.info
+            print(f"model {mpath}: dim {info.dim} hidden {info.hidden_dim} layers {info.n_layers} heads "
+                  f"{info.n_heads}/{info.n_kv_heads} vocab {info.vocab_size} seq {info.seq_len}, weights "
+                  f"{info.weight_type_name}, {info.weight_bytes_per_token} bytes read per token\n"
+                  f"kernels {session.kernels}, KV cache {session.kv}, context {steps}", file=sys.stderr)
+            for key, kb in bench.memory_kb().items():
+                print(f"memory {key}: {kb} kB", file=sys.stderr)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    g = settings.generation
+    temperature = args.temperature if args.temperature is not None else g.temperature
+    top_p = args.top_p if args.top_p is not None else g.top_p
+    mpath, tpath = _paths(args, settings)
+    session = _open(mpath, tpath, settings, args.steps, args.kv, None)
+    l2run = bench.find_l2run(args.l2run)
+    print(f"model {mpath} ({session.model.info.weight_type_name}), {session.context} positions, "
+          f"KV {session.kv}, kernels {session.kernels}, binding {_binding_mode()}")
+    py: list[bench.Run] = []
+    c: list[bench.Run] = []
+    for _ in range(args.repeat):  # interleaved, best of each: both see the same machine state
+        py.append(bench.python_run(session, args.prompt, temperature, top_p, args.seed))
+        if l2run is not None:
+            c.append(bench.l2run_run(l2run, str(mpath), str(tpath), args.prompt, session.context, temperature,
+                                     top_p, args.seed, session.kv, session.kernels))
+    best = max(py, key=lambda r: r.tok_s)
+    mem = bench.memory_kb()  # now: the overhead measurement below loads numpy
+    print(f"python: {best.tok_s:.1f} tok/s, time to first token {1000 * best.ttft_s:.1f} ms "
+          f"({best.positions} positions, best of {len(py)})")
+    if c and l2run is not None:
+        cbest = max(c, key=lambda r: r.tok_s)
+        overhead = 100.0 * (cbest.tok_s / best.tok_s - 1.0) if best.tok_s else float("nan")
+        same = "same output" if cbest.output == best.output else "OUTPUT DIFFERS"
+        print(f"l2run:  {cbest.tok_s:.1f} tok/s ({same}); python overhead per token: {overhead:+.1f}% of "
+              "l2run's time per token")
+        o = bench.python_overhead(str(tpath), l2run, args.repeat)
+        share = 100 * o.added_us * cbest.tok_s / 1e6
+        print(f"python adds {o.added_us:.1f} us per token ({o.python_us:.1f} vs {o.l2run_us:.1f} us on a 1-layer "
+              f"dim-8 vocab-512 model, greedy): {share:.2f}% of this model's l2run time per token")
+    else:
+        print("l2run:  not found (build it with `make`, or pass --l2run PATH): no C-only figure")
+    print("memory: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in mem.items()))
+    if c and c[-1].memory_kb:
+        print("l2run memory: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in c[-1].memory_kb.items()))
+    return EXIT_OK
+
+
+def _binding_mode() -> str:
+    from storyteller import _native
+
+    return _native.binding().mode
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return Path(args.models_dir) if args.models_dir else _settings(args).model.models_dir
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    d = _models_dir(args)
+    print(f"{d}/ (manifest {models.manifest_path(d)})")
+    for row in models.list_models(d):
+        state = "present" if row.present else "absent"
+        packed = f", packed: {', '.join(row.packed)}" if row.packed else ""
+        print(f"  {row.name:<12} {row.file:<18} {state}{packed}" + (f"  ({row.about})" if row.about else ""))
+    found = models.find_models(d)
+    print(f"default model: {found[0] if found else 'none (storyteller models fetch stories15M)'}")
+    return EXIT_OK
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    path = models.fetch(args.name, _models_dir(args), args.type)
+    print(path)
+    return EXIT_OK
+
+
+def cmd_models_convert(args: argparse.Namespace) -> int:
+    reports = models.convert(Path(args.input), Path(args.output), args.type, args.group)
+    worst = max(reports, key=lambda r: r.max_abs_error / r.max_abs_value if r.max_abs_value else 0.0)
+    total = sum(r.bytes for r in reports)
+    print(f"{args.output}: {len(reports)} tensors, {total / 1e6:.1f} MB of weights; largest relative error "
+          f"{worst.max_abs_error / worst.max_abs_value if worst.max_abs_value else 0.0:.2e} ({worst.name}"
+          f"{'' if worst.layer < 0 else f' layer {worst.layer}'})")
+    return EXIT_OK
+
+
+def cmd_models_info(args: argparse.Namespace) -> int:
+    with Model.open(args.file) as m:
+        i = m.info
+        version = f" version {i.format_version}" if i.format_version else ""
+        print(f"{args.file}: {i.file_kind_name}{version}")
+        print(f"  dim {i.dim}, hidden {i.hidden_dim}, {i.n_layers} layers, {i.n_heads} heads "
+              f"({i.n_kv_heads} KV), vocab {i.vocab_size}, seq_len {i.seq_len}")
+        print(f"  weights {i.weight_type_name}" + (f" (group {i.group_size})" if i.group_size else "") +
+              f", classifier {'shared' if i.shared_classifier else 'separate'}")
+        print(f"  {i.file_bytes / 1e6:.1f} MB file, {i.weight_bytes_per_token / 1e6:.1f} MB read per token")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="settings file (default: etc/storyteller.toml)")
+    files = _Parser(add_help=False)
+    files.add_argument("--model", metavar="FILE", help="model file (default: the first in models/)")
+    files.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (default: the model's)")
+    sampling = _Parser(add_help=False)
+    sampling.add_argument("--temperature", type=float, help="default 0.8 (settings [generation])")
+    sampling.add_argument("--top-p", type=float, help="default 0.9")
+    sampling.add_argument("--kv", choices=("f32", "f16"), help="KV cache (default: f16 for packed models)")
+
+    p = _Parser(prog="storyteller", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"storyteller {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tell = sub.add_parser("tell", parents=[common, files, sampling], help="tell a story about a topic")
+    tell.add_argument("topic", nargs="+", help='e.g. "a brave little dragon", "my cat Tom", "space"')
+    tell.add_argument("--seed", type=int, help="same seed, same story (default: a new one)")
+    tell.add_argument("--sentences", type=int, help="sentence budget (default 15)")
+    tell.add_argument("--context", type=int, help="positions (default: the model's seq_len)")
+    tell.add_argument("--speak", action="store_true", help="speak it aloud (text-to-speech)")
+    tell.add_argument("--wav", metavar="FILE", help="write it spoken to a WAV file")
+    tell.set_defaults(func=cmd_tell)
+
+    run = sub.add_parser("run", parents=[common, files], help="generate like l2run (same flags and output)",
+                         description="llama2.c's run / l2run: the same flags, defaults and output.")
+    run.add_argument("checkpoint", nargs="?", help="model file (or --model; default: the first in models/)")
+    run.add_argument("-t", type=float, default=1.0, metavar="FLOAT", help="temperature, default 1.0")
+    run.add_argument("-p", type=float, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
+    run.add_argument("-s", type=int, default=0, metavar="INT", help="seed, default time")
+    run.add_argument("-n", type=int, default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
+    run.add_argument("-i", metavar="STRING", help="prompt")
+    run.add_argument("-z", metavar="FILE", help="tokenizer")
+    run.add_argument("-m", default="generate", metavar="MODE", help="generate (chat is not supported)")
+    run.add_argument("-y", metavar="STRING", help="system prompt (chat mode only: ignored)")
+    run.add_argument("-k", metavar="f32|f16", help="KV cache type (default f16 for packed f16/q8)")
+    run.add_argument("-e", metavar="NAME", help="kernel set ('list' prints them)")
+    run.add_argument("-v", type=int, default=0, metavar="INT", help="1: report model, kernels, memory")
+    run.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", parents=[common, files, sampling], help="tok/s, time to first token, memory")
+    b.add_argument("--steps", type=int, default=0, help="positions (default: the model's seq_len)")
+    b.add_argument("--prompt", default="Once upon a time")
+    b.add_argument("--seed", type=int, default=42)
+    b.add_argument("--repeat", type=int, default=3, help="runs of each, the best counts (default 3)")
+    b.add_argument("--l2run", metavar="PATH", help="the l2run to compare with (default: build/host/bin)")
+    b.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("models", help="list, fetch, convert or inspect model files")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    dirs = _Parser(add_help=False)
+    dirs.add_argument("--models-dir", metavar="DIR", help="default: settings [model] models_dir")
+    ml = msub.add_parser("list", parents=[common, dirs], help="the manifest's models and what is here")
+    ml.set_defaults(func=cmd_models_list)
+    mf = msub.add_parser("fetch", parents=[common, dirs], help="download a model and convert it")
+    mf.add_argument("name", help="stories260K, stories15M, stories42M, stories110M, tokenizer, tok512")
+    mf.add_argument("--type", choices=("q8", "f16", "f32"), default="q8", help="packed type (default q8)")
+    mf.set_defaults(func=cmd_models_fetch)
+    mc = msub.add_parser("convert", parents=[common], help="any model file -> the packed format")
+    mc.add_argument("input")
+    mc.add_argument("output")
+    mc.add_argument("--type", choices=("q8", "f16", "f32"), required=True)
+    mc.add_argument("--group", type=int, default=0, help="q8 group size (default 32)")
+    mc.set_defaults(func=cmd_models_convert)
+    mi = msub.add_parser("info", parents=[common], help="a model file's shape and storage")
+    mi.add_argument("file")
+    mi.set_defaults(func=cmd_models_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TopicRefusedError as e:
+        print(e.refusal, flush=True)
+        return EXIT_REFUSED
+    except StorytellerError as e:
+        print(f"storyteller: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): no message, no flush error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

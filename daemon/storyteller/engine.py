@@ -1,0 +1,538 @@
+"""Model, Tokenizer and Session: a small typed layer over the libllama2_rvv C API.
+
+    model = Model.open("models/stories15M.q8.l2")
+    tok = Tokenizer.open("models/tokenizer.bin")
+    with model.session(tok, context=256, kv="f16") as s:
+        for text in s.generate("Once upon a time", max_tokens=100, temperature=0.8, seed=42):
+            print(text, end="", flush=True)
+
+The only module that touches cffi objects. It knows nothing of stories: it turns a prompt
+into text exactly as `l2run` does (same tokens, same bytes, for the same flags), raises a
+StorytellerError subclass carrying the C library's own message when a call fails, and lets
+another thread cancel() a generation. cffi releases the GIL during every C call, so other
+Python threads run while a token is computed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Self
+
+from storyteller import _native
+from storyteller.errors import (
+    ArgumentError,
+    ContextFullError,
+    StorytellerError,
+    VocabMismatchError,
+    error_for_status,
+)
+from storyteller.sentences import Sentence, split_stream
+
+if TYPE_CHECKING:
+    import numpy as np
+
+BOS = 1  # llama2.c's <s>: a sampled BOS ends the text, as in `run`
+EOS = 2  # </s>
+
+KV_TYPES = {"f32": 0, "f16": 1}
+CONVERT_TYPES = {"f32": 0, "f16": 1, "q8": 2}
+WEIGHT_TYPE_NAMES = ("f32", "f16", "q8", "q8 (llama2.c v2)")  # l2_type
+FILE_KIND_NAMES = ("llama2.c v0", "llama2.c v1", "llama2.c v2 (Q8_0)", "packed")  # l2_file_kind
+_U64 = (1 << 64) - 1
+
+
+def _lib() -> tuple[Any, Any]:
+    return _native.load()
+
+
+def _raise(status: int, err: Any) -> None:
+    ffi, _ = _lib()
+    raise error_for_status(status, ffi.string(err.message).decode("utf-8", "replace"))
+
+
+def version() -> str:
+    """The C library's version string."""
+    ffi, lib = _lib()
+    return str(ffi.string(lib.l2_version()).decode())
+
+
+def kernel_names() -> list[str]:
+    """The kernel sets this build runs on this CPU, fastest (the default) first."""
+    ffi, lib = _lib()
+    names: list[str] = []
+    while (p := lib.l2_kernels_name(len(names))) != ffi.NULL:
+        names.append(ffi.string(p).decode())
+    return names
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """l2_model_info: the model's shape and storage."""
+
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    shared_classifier: int
+    weight_type: int  # index into WEIGHT_TYPE_NAMES
+    group_size: int  # q8 group size, 0 for float types
+    file_kind: int  # index into FILE_KIND_NAMES
+    format_version: int
+    file_bytes: int
+    weight_bytes_per_token: int
+
+    @property
+    def weight_type_name(self) -> str:
+        return WEIGHT_TYPE_NAMES[self.weight_type]
+
+    @property
+    def file_kind_name(self) -> str:
+        return FILE_KIND_NAMES[self.file_kind]
+
+    @property
+    def default_kv(self) -> str:
+        """l2run's default KV cache: f16 for packed f16/q8 models, else f32."""
+        return "f16" if self.file_kind == 3 and self.weight_type != 0 else "f32"
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    """One tensor written by Model.convert (l2_tensor_report)."""
+
+    name: str
+    layer: int  # -1 outside the layers
+    rows: int
+    cols: int
+    bytes: int
+    max_abs_value: float
+    max_abs_error: float  # largest |stored - source|
+
+
+class Model:
+    """A model file, mapped read-only and shared by its sessions. Use Model.open()."""
+
+    def __init__(self, handle: Any, path: str, info: ModelInfo) -> None:
+        self._handle: Any = handle
+        self.path = path
+        self.info = info
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Model:
+        """Opens a llama2.c v0/v1/v2 checkpoint or a packed file (the format is detected)."""
+        ffi, lib = _lib()
+        p = os.fspath(path)
+        out, err = ffi.new("l2_model **"), ffi.new("l2_error *")
+        if (st := lib.l2_model_open(os.fsencode(p), out, err)) != 0:
+            _raise(st, err)
+        handle = ffi.gc(out[0], lib.l2_model_free)
+        raw = ffi.new("l2_model_info *")
+        lib.l2_model_info_get(handle, raw)
+        info = ModelInfo(**{f.name: int(getattr(raw, f.name)) for f in fields(ModelInfo)})
+        return cls(handle, p, info)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.info.vocab_size
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            raise StorytellerError(f"the model {self.path} is closed")
+        return self._handle
+
+    def session(self, tokenizer: Tokenizer | None = None, *, context: int = 0, kv: str | None = None,
+                kernels: str | None = None) -> Session:
+        """A new session (KV cache and activations) of `context` positions (0: seq_len).
+
+        kv: "f32" or "f16" (None: l2run's default, ModelInfo.default_kv); kernels: a name from
+        kernel_names() (None: the fastest). Without a tokenizer the session only evaluates
+        token ids; generate() needs one whose vocabulary is the model's.
+        """
+        if tokenizer is not None and tokenizer.vocab_size != self.vocab_size:
+            raise VocabMismatchError(
+                f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but the model "
+                f"{self.path} has a vocabulary of {self.vocab_size}: use the model's own tokenizer")
+        s = Session(self, tokenizer, context, kv or self.info.default_kv, kernels)
+        self._sessions.add(s)
+        if tokenizer is not None:
+            tokenizer._sessions.add(s)
+        return s
+
+    def convert(self, path: str | os.PathLike[str], type: str = "q8",
+                group_size: int = 0) -> list[TensorReport]:
+        """Writes the model as a packed file of `type` ("f32", "f16", "q8"; group_size 0 picks
+        the q8 default). Written to "<path>.tmp", renamed into place when complete."""
+        if type not in CONVERT_TYPES:
+            raise ArgumentError(f"unsupported type {type!r}: use one of {', '.join(CONVERT_TYPES)}")
+        ffi, lib = _lib()
+        cap = 3 + 9 * self.info.n_layers
+        reports = ffi.new("l2_tensor_report[]", cap)
+        n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
+        st = lib.l2_convert(self.handle, os.fsencode(os.fspath(path)), CONVERT_TYPES[type], group_size,
+                            reports, cap, n, err)
+        if st != 0:
+            _raise(st, err)
+        return [TensorReport(ffi.string(r.name).decode(), int(r.layer), int(r.rows), int(r.cols),
+                             int(r.bytes), float(r.max_abs_value), float(r.max_abs_error))
+                for r in reports[0:n[0]]]
+
+    def close(self) -> None:
+        """Frees the model (and closes its sessions). Idempotent."""
+        for s in list(self._sessions):
+            s.close()
+        if self._handle is not None:
+            ffi, _ = _lib()
+            ffi.release(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+class Tokenizer:
+    """A llama2.c tokenizer.bin. Use Tokenizer.open()."""
+
+    def __init__(self, handle: Any, path: str, vocab_size: int, pieces_in_file: int) -> None:
+        self._handle: Any = handle
+        self.path = path
+        self.vocab_size = vocab_size
+        self.pieces_in_file = pieces_in_file
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], vocab_size: int | None = None) -> Tokenizer:
+        """Opens a tokenizer of `vocab_size` pieces (None: every piece the file holds; a
+        model then accepts it only when that is its vocabulary size)."""
+        ffi, lib = _lib()
+        p = os.fspath(path)
+        out, err = ffi.new("l2_tokenizer **"), ffi.new("l2_error *")
+        if vocab_size is None:  # count the pieces: open with the minimum, then with all
+            if (st := lib.l2_tokenizer_open(os.fsencode(p), 3, out, err)) != 0:
+                _raise(st, err)
+            vocab_size = int(lib.l2_tokenizer_pieces_in_file(out[0]))
+            lib.l2_tokenizer_free(out[0])
+        if (st := lib.l2_tokenizer_open(os.fsencode(p), vocab_size, out, err)) != 0:
+            _raise(st, err)
+        handle = ffi.gc(out[0], lib.l2_tokenizer_free)
+        return cls(handle, p, int(lib.l2_tokenizer_vocab_size(handle)),
+                   int(lib.l2_tokenizer_pieces_in_file(handle)))
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            raise StorytellerError(f"the tokenizer {self.path} is closed")
+        return self._handle
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """llama2.c's encode: optional BOS, the dummy-prefix space, BPE merges, optional EOS."""
+        data = text.encode("utf-8")
+        if b"\0" in data:
+            raise ArgumentError("the text contains a NUL character")
+        ffi, lib = _lib()
+        cap = len(data) + 3
+        tokens, n, err = ffi.new("int32_t[]", cap), ffi.new("int32_t *"), ffi.new("l2_error *")
+        if (st := lib.l2_tokenizer_encode(self.handle, data, int(bos), int(eos), tokens, cap, n, err)) != 0:
+            _raise(st, err)
+        return list(tokens[0:n[0]])
+
+    def decode(self, prev: int, token: int) -> bytes:
+        """The bytes of `token` following `prev` (a "<0xHH>" piece is that byte; after BOS a
+        leading space is dropped). Raw: llama2.c's print rule is TextDecoder's job."""
+        ffi, lib = _lib()
+        piece, n = ffi.new("const char **"), ffi.new("size_t *")
+        if lib.l2_tokenizer_decode(self.handle, prev, token, piece, n) != 0:
+            raise ArgumentError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+        return bytes(ffi.buffer(piece[0], n[0]))
+
+    def close(self) -> None:
+        """Frees the tokenizer (and closes the sessions using it). Idempotent."""
+        for s in list(self._sessions):
+            s.close()
+        if self._handle is not None:
+            ffi, _ = _lib()
+            ffi.release(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def printable_piece(piece: bytes, keep_bytes: bool = False) -> bytes:
+    """llama2.c's print rule: nothing after a NUL, and a one-byte piece that is neither
+    printable ASCII nor whitespace is dropped. keep_bytes keeps one-byte pieces >= 0x80 (the
+    "<0xHH>" tokens that spell a character the vocabulary lacks), which `run` drops."""
+    if not piece or piece[0] == 0:
+        return b""
+    if len(piece) == 1:
+        b = piece[0]
+        if 0x20 <= b < 0x7F or 9 <= b <= 13 or (keep_bytes and b >= 0x80):
+            return piece
+        return b""
+    nul = piece.find(b"\0")
+    return piece if nul < 0 else piece[:nul]
+
+
+class TextDecoder:
+    """Pieces (bytes) -> text, applying printable_piece and assembling UTF-8 characters
+    split across pieces. Bytes that are not UTF-8 become lone surrogates
+    (errors="surrogateescape"), so `text.encode("utf-8", "surrogateescape")` gives back
+    exactly the bytes `run` prints; pass errors="replace" for text meant for people."""
+
+    def __init__(self, keep_bytes: bool = False, errors: str = "surrogateescape") -> None:
+        self.keep_bytes = keep_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors)
+
+    def feed(self, piece: bytes) -> str:
+        """The text completed by this piece ("" while a character is incomplete)."""
+        return self._decoder.decode(printable_piece(piece, self.keep_bytes))
+
+    def flush(self) -> str:
+        """Whatever an incomplete character at the end leaves."""
+        return self._decoder.decode(b"", final=True)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+class Sampler:
+    """llama2.c's sampler: xorshift RNG, temperature (0: argmax), top-p (0 or 1: off)."""
+
+    def __init__(self, vocab_size: int, temperature: float = 1.0, top_p: float = 0.9,
+                 seed: int | None = None) -> None:
+        if not temperature >= 0.0:  # also rejects NaN
+            raise ArgumentError(f"temperature must be 0 or more (got {temperature})")
+        if not 0.0 <= top_p <= 1.0:
+            raise ArgumentError(f"top_p must be in [0, 1] (got {top_p})")
+        if not seed:
+            seed = secrets.randbits(63) | 1
+        self.seed = seed & _U64  # a negative seed wraps as l2run's (unsigned long long) cast
+        ffi, lib = _lib()
+        out, err = ffi.new("l2_sampler **"), ffi.new("l2_error *")
+        if (st := lib.l2_sampler_new(vocab_size, temperature, top_p, self.seed, out, err)) != 0:
+            _raise(st, err)
+        self.handle = ffi.gc(out[0], lib.l2_sampler_free)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One position of a generation: the token chosen and its piece (raw decode bytes)."""
+
+    token: int
+    piece: bytes
+    forced: bool  # True for prompt tokens echoed, False for sampled ones
+
+
+# ----------------------------------------------------------------------------- session
+
+
+class Session:
+    """The KV cache and activations of one generation at a time. Use Model.session().
+
+    Not for concurrent use, except cancel(), which any thread may call.
+    """
+
+    def __init__(self, model: Model, tokenizer: Tokenizer | None, context: int, kv: str,
+                 kernels: str | None) -> None:
+        if kv not in KV_TYPES:
+            raise ArgumentError(f"KV cache type must be f32 or f16 (got {kv!r})")
+        ffi, lib = _lib()
+        params = ffi.new("l2_session_params *")
+        params.context = context
+        params.kv_type = KV_TYPES[kv]
+        kernels_c = ffi.new("char[]", kernels.encode()) if kernels else ffi.NULL
+        params.kernels = kernels_c
+        out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
+        if (st := lib.l2_session_new(model.handle, params, out, err)) != 0:
+            _raise(st, err)
+        self._handle: Any = ffi.gc(out[0], lib.l2_session_free)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kv = kv
+        self.context = int(lib.l2_session_context(self._handle))
+        self.kernels = ffi.string(lib.l2_session_kernels(self._handle)).decode()
+        self._cancel = threading.Event()
+        self._generation = 0  # bumped by every generation start and by close()
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            raise StorytellerError("the session is closed")
+        return self._handle
+
+    @property
+    def pos(self) -> int:
+        """Positions evaluated so far."""
+        _, lib = _lib()
+        return int(lib.l2_session_pos(self.handle))
+
+    def reset(self) -> None:
+        """Forgets every position (the next eval starts at 0)."""
+        _, lib = _lib()
+        lib.l2_session_reset(self.handle)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Runs the forward pass on `tokens` at the next positions, in one C call."""
+        ffi, lib = _lib()
+        buf, err = ffi.new("int32_t[]", list(tokens)), ffi.new("l2_error *")
+        if (st := lib.l2_session_eval(self.handle, buf, len(buf), err)) != 0:
+            _raise(st, err)
+
+    def logits(self) -> np.ndarray:
+        """A float32 copy of the logits of the last evaluated position."""
+        import numpy as np  # here: the generation path does not need numpy's memory
+
+        ffi, lib = _lib()
+        p = lib.l2_session_logits(self.handle)
+        return np.frombuffer(ffi.buffer(p, 4 * self.model.vocab_size), dtype=np.float32).copy()
+
+    def sample(self, sampler: Sampler) -> int:
+        """A token drawn from the last logits (which the sampler overwrites)."""
+        _, lib = _lib()
+        return int(lib.l2_sampler_sample(sampler.handle, lib.l2_session_logits(self.handle)))
+
+    def cancel(self) -> None:
+        """Stops the generation in progress before its next token (thread-safe)."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the last generation was stopped by cancel()."""
+        return self._cancel.is_set()
+
+    def steps(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
+              top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
+              stop_on_eos: bool = False) -> Iterator[Step]:
+        """The generate loop of llama2.c's `run`, token by token.
+
+        The session is reset and the prompt (encoded with BOS) is evaluated here, in one call,
+        before this returns; the iterator then yields the prompt's tokens (echo) and up to
+        max_tokens sampled ones (None: until the context is full; a context of C positions
+        holds C - len(prompt tokens) + 1 samples, the last one not evaluated). It ends early
+        at a sampled BOS (and EOS with stop_on_eos), or when cancel() is called. seed None or
+        0 draws a random one. Raises ContextFullError when the prompt does not fit.
+        """
+        tok = self._require_tokenizer()
+        prompt_tokens = tok.encode(prompt, bos=True)
+        if len(prompt_tokens) > self.context:
+            raise ContextFullError(f"the prompt is {len(prompt_tokens)} tokens, longer than the "
+                                   f"{self.context}-position context")
+        if max_tokens is not None and max_tokens < 0:
+            raise ArgumentError(f"max_tokens must be 0 or more (got {max_tokens})")
+        sampler = Sampler(self.model.vocab_size, temperature, top_p, seed)
+        self._generation += 1
+        self._cancel.clear()
+        self.reset()
+        self.eval(prompt_tokens)
+        return self._loop(prompt_tokens, sampler, max_tokens, echo, stop_on_eos, self._generation)
+
+    def _loop(self, prompt: list[int], sampler: Sampler, max_tokens: int | None, echo: bool,
+              stop_on_eos: bool, generation: int) -> Iterator[Step]:
+        # Where the time goes: one eval (the forward pass) and one sample per token, both in C
+        # without the GIL. Everything is looked up once; the loop body is the l2run loop.
+        ffi, lib = _lib()
+        s, t, smp = self.handle, self.tokenizer.handle, sampler.handle  # type: ignore[union-attr]
+        eval_c, logits_c = lib.l2_session_eval, lib.l2_session_logits
+        sample_c, decode_c, buffer = lib.l2_sampler_sample, lib.l2_tokenizer_decode, ffi.buffer
+        one, err = ffi.new("int32_t[1]"), ffi.new("l2_error *")
+        piece, length = ffi.new("const char **"), ffi.new("size_t *")
+        stopped = self._cancel.is_set
+        n, context = len(prompt), self.context
+        limit = context if max_tokens is None else max_tokens
+        token, pos, sampled = prompt[0], 0, 0
+        while pos < n - 1 or (pos < context and sampled < limit):
+            if stopped() or self._generation != generation:
+                return
+            if pos >= n:
+                one[0] = token
+                if (st := eval_c(s, one, 1, err)) != 0:
+                    _raise(st, err)
+            forced = pos < n - 1
+            if forced:
+                nxt = prompt[pos + 1]
+            else:
+                nxt = sample_c(smp, logits_c(s))
+                sampled += 1
+            pos += 1
+            if nxt == BOS or (stop_on_eos and nxt == EOS) or stopped():
+                return
+            data = buffer(piece[0], length[0])[:] if decode_c(t, token, nxt, piece, length) == 0 else b""
+            token = nxt
+            if echo or not forced:
+                yield Step(nxt, data, forced)
+
+    def generate(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
+                 top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
+                 stop_on_eos: bool = False, keep_byte_pieces: bool = False) -> Iterator[str]:
+        """Text pieces as soon as each is complete UTF-8 (see steps() for the arguments).
+
+        With the defaults the pieces joined are the bytes `l2run` prints for the same model,
+        prompt and flags (`"".join(pieces).encode("utf-8", "surrogateescape")`, without its
+        final newline; `l2run -n N` is a session of context N). keep_byte_pieces keeps the
+        characters spelled with byte tokens, which llama2.c's print rule drops (and replaces
+        bytes that are not UTF-8 with U+FFFD).
+        """
+        steps = self.steps(prompt, max_tokens, temperature, top_p, seed, echo=echo,
+                           stop_on_eos=stop_on_eos)
+        errors = "replace" if keep_byte_pieces else "surrogateescape"
+        return _texts(steps, TextDecoder(keep_byte_pieces, errors))
+
+    def stream_sentences(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
+                         top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
+                         stop_on_eos: bool = False) -> Iterator[Sentence]:
+        """Complete sentences of the generated text, each as soon as it ends (sentences.py
+        says how quotes, abbreviations, ellipses, dialogue and newlines are handled); text
+        after the last complete sentence is not returned."""
+        return split_stream(self.generate(prompt, max_tokens, temperature, top_p, seed, echo=echo,
+                                          stop_on_eos=stop_on_eos, keep_byte_pieces=True))
+
+    def close(self) -> None:
+        """Frees the session; a generation in progress ends. Idempotent."""
+        self._generation += 1
+        if self._handle is not None:
+            ffi, _ = _lib()
+            ffi.release(self._handle)
+            self._handle = None
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ArgumentError("this session has no tokenizer: pass one to Model.session()")
+        return self.tokenizer
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _texts(steps: Iterator[Step], decoder: TextDecoder) -> Iterator[str]:
+    for step in steps:
+        if text := decoder.feed(step.piece):
+            yield text
+    if text := decoder.flush():
+        yield text
