@@ -38,6 +38,13 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
             int c = gs >= 2 ? 2 : 1;
             vint32m8_t isum = __riscv_vwcvt_x_x_v_i32m8(column_products(wq, xg, c, vl), vl);
             wq += (size_t)c * BR;
+            /* four columns per step: one switch of element width per two widening adds */
+            for (; c + 4 <= gs; c += 4, wq += 4 * BR) {
+                vint16m4_t p01 = column_products(wq, xg + c, 2, vl);
+                vint16m4_t p23 = column_products(wq + 2 * BR, xg + c + 2, 2, vl);
+                isum = __riscv_vwadd_wv_i32m8(isum, p01, vl);
+                isum = __riscv_vwadd_wv_i32m8(isum, p23, vl);
+            }
             for (; c + 2 <= gs; c += 2, wq += 2 * BR)
                 isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, xg + c, 2, vl), vl);
             if (c < gs) {
