@@ -10,12 +10,13 @@ real stories260K model meets it at all 256 positions (measured 6.9e-6). The synt
 weights are harsher: calibrated to attend peakily (QK gain 2.5), they amplify float32
 rounding, so a correct float32 engine drifts from float64 as positions accumulate. Over 20
 seeds per small shape, positions 0-15 stayed <= 8.1e-6, but over all 64 positions a few
-seeds reached 1.2-1.34e-5 (GQA shape: 3 of 20; hidden 100: 1 of 20; which seeds, depends
-on the kernels' summation order). At the stories15M shape (6 layers) the drift is 2.8-3.9e-5
-(first 8 positions <= 4e-6): a numpy emulation of llama2.c's float32 operations in their
-order gave 5.5e-5 there, and half-ulp noise on the weights alone moves the float64 logits
-by 6-8e-6. So the synthetic models are held to 1e-5 for their first positions (16; 8 at the
-stories15M shape) and to 2e-5 (1e-4 at the stories15M shape) at every one.
+seeds reached 1.2-1.34e-5 (GQA shape: 3 of 20; hidden 100: 1 of 20). At the stories15M
+shape (6 layers) the engine, which sums in llama2.c's sequential order so that it gives
+upstream `run`'s logits bit for bit, drifts to 4.9e-5 (positions 0-6 <= 1e-5): a numpy
+emulation of llama2.c's float32 operations in their order gave 5.5e-5 there, and half-ulp
+noise on the weights alone moves the float64 logits by 6-8e-6. So the synthetic models are
+held to 1e-5 for their first positions (16; 7 at the stories15M shape) and to 2e-5 (1e-4
+at the stories15M shape) at every one.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def case(tmp_path_factory: pytest.TempPathFactory):
 
 
 # (positions held to F32_TOL, bound at every position); see the module docstring
-F32_BOUNDS = {"stories15m": (8, 1e-4)}
+F32_BOUNDS = {"stories15m": (7, 1e-4)}
 F32_BOUNDS_DEFAULT = (16, 2e-5)
 
 
