@@ -55,7 +55,7 @@ $(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $(BUILD)/obj/$(@F).o $<
 	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $(BUILD)/obj/$(@F).o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
-test: all
+test: all lint
 	python3 -m pytest tests -q
 
 # Sanitized tools and C tests (static library: no sanitized .so to preload into Python).
