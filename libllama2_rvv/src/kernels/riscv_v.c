@@ -33,22 +33,26 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
     for (int r0 = 0; r0 < rows; r0 += BR) {
         vfloat32m8_t acc;
         for (int g = 0; g < groups; g++) {
-            const int8_t *xg = xq + (size_t)g * (size_t)gs;
+            const int8_t *x = xq + (size_t)g * (size_t)gs, *x_end = x + gs;
             /* the sums start from the first products: no zeroed registers to keep around */
-            int c = gs >= 2 ? 2 : 1;
-            vint32m8_t isum = __riscv_vwcvt_x_x_v_i32m8(column_products(wq, xg, c, vl), vl);
-            wq += (size_t)c * BR;
+            int first = gs >= 2 ? 2 : 1;
+            vint32m8_t isum = __riscv_vwcvt_x_x_v_i32m8(column_products(wq, x, first, vl), vl);
+            wq += (size_t)first * BR;
+            x += first;
             /* four columns per step: one switch of element width per two widening adds */
-            for (; c + 4 <= gs; c += 4, wq += 4 * BR) {
-                vint16m4_t p01 = column_products(wq, xg + c, 2, vl);
-                vint16m4_t p23 = column_products(wq + 2 * BR, xg + c + 2, 2, vl);
+            for (; x_end - x >= 4; x += 4, wq += 4 * BR) {
+                vint16m4_t p01 = column_products(wq, x, 2, vl);
+                vint16m4_t p23 = column_products(wq + 2 * BR, x + 2, 2, vl);
                 isum = __riscv_vwadd_wv_i32m8(isum, p01, vl);
                 isum = __riscv_vwadd_wv_i32m8(isum, p23, vl);
             }
-            for (; c + 2 <= gs; c += 2, wq += 2 * BR)
-                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, xg + c, 2, vl), vl);
-            if (c < gs) {
-                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, xg + c, 1, vl), vl);
+            if (x_end - x >= 2) {  /* at most 3 columns are left */
+                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, x, 2, vl), vl);
+                wq += 2 * BR;
+                x += 2;
+            }
+            if (x < x_end) {
+                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, x, 1, vl), vl);
                 wq += BR;
             }
             vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
