@@ -153,7 +153,8 @@ static int fuzz_model(const uint8_t *data, size_t size, int32_t kv_type) {
             free(got);
             l2_model_free(conv);
             unlink(out_path);
-        } else if (st != L2_ERR_NUMERIC && st != L2_ERR_NOMEM) {
+        } else if (st != L2_ERR_NUMERIC && st != L2_ERR_NOMEM &&
+                   !(st == L2_ERR_RANGE && type == L2_TYPE_F16)) {  /* |w| > 65504 */
             fprintf(stderr, "l2_convert failed unexpectedly (%d): %s\n", (int)st, err.message);
             __builtin_trap();
         }
