@@ -13,7 +13,6 @@ given here override them. Failures are one line on stderr, never a traceback. Ex
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -95,9 +94,12 @@ def cmd_tell(args: argparse.Namespace) -> int:
             if speaker is not None:
                 speaker.say(sentence.text)
         _write(out, b"\n")
-    finally:
+    except BaseException:
         if speaker is not None:
-            speaker.close()
+            speaker.stop()  # an error or Ctrl-C silences the story at once
+        raise
+    if speaker is not None:
+        speaker.close()
     return EXIT_OK
 
 
@@ -109,16 +111,18 @@ class Speaker(Protocol):
 
     def close(self) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 def _speaker(args: argparse.Namespace) -> Speaker:
-    """The text-to-speech sink of the voice package."""
-    if importlib.util.find_spec("storyteller.voice") is None or \
-            importlib.util.find_spec("storyteller.voice.tts") is None:
-        raise StorytellerError("--speak and --wav need text-to-speech (storyteller.voice.tts), "
-                               "which this version does not have yet")
+    """The text-to-speech sink of the voice package, opened before the model: no engine, no
+    sound device or an unwritable WAV file fail at once, in one line."""
     from storyteller.voice import tts
 
-    sink: Speaker = tts.open_sink(speak=args.speak, wav=args.wav)
+    try:
+        sink: Speaker = tts.open_sink(speak=args.speak, wav=args.wav)
+    except tts.NoAudioOutputError as e:
+        raise StorytellerError(f"{e}; --wav FILE writes the story to a file instead") from None
     return sink
 
 

@@ -145,11 +145,6 @@ def test_topic_too_long(cli: Callable[..., Result], story_model: Path) -> None:
                    '(for example "a brave little dragon")')
 
 
-def test_speak_without_tts_is_one_line(cli: Callable[..., Result], story_model: Path) -> None:
-    msg = one_line_error(cli("tell", "a dragon", "--model", story_model, "--tokenizer", TOK, "--speak"))
-    assert "text-to-speech" in msg
-
-
 # ----------------------------------------------------------------------------- failures
 
 
