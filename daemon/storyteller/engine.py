@@ -120,11 +120,41 @@ class TensorReport:
     max_abs_error: float  # largest |stored - source|
 
 
-class Model:
+class _Owned:
+    """Owns a C object through a cffi gc handle: close() (idempotent) or the GC releases it;
+    used after close(), it raises instead of crashing."""
+
+    _handle: Any
+    _name: str  # what it is, for the error
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            raise StorytellerError(f"{self._name} is closed")
+        return self._handle
+
+    def _release(self) -> None:
+        if self._handle is not None:
+            ffi, _ = _lib()
+            ffi.release(self._handle)
+            self._handle = None
+
+    def close(self) -> None:
+        self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Model(_Owned):
     """A model file, mapped read-only and shared by its sessions. Use Model.open()."""
 
     def __init__(self, handle: Any, path: str, info: ModelInfo) -> None:
-        self._handle: Any = handle
+        self._handle = handle
+        self._name = f"the model {path}"
         self.path = path
         self.info = info
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
@@ -146,12 +176,6 @@ class Model:
     @property
     def vocab_size(self) -> int:
         return self.info.vocab_size
-
-    @property
-    def handle(self) -> Any:
-        if self._handle is None:
-            raise StorytellerError(f"the model {self.path} is closed")
-        return self._handle
 
     def session(self, tokenizer: Tokenizer | None = None, *, context: int = 0, kv: str | None = None,
                 kernels: str | None = None) -> Session:
@@ -193,26 +217,18 @@ class Model:
         """Frees the model (and closes its sessions). Idempotent."""
         for s in list(self._sessions):
             s.close()
-        if self._handle is not None:
-            ffi, _ = _lib()
-            ffi.release(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._release()
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
 
-class Tokenizer:
+class Tokenizer(_Owned):
     """A llama2.c tokenizer.bin. Use Tokenizer.open()."""
 
     def __init__(self, handle: Any, path: str, vocab_size: int, pieces_in_file: int) -> None:
-        self._handle: Any = handle
+        self._handle = handle
+        self._name = f"the tokenizer {path}"
         self.path = path
         self.vocab_size = vocab_size
         self.pieces_in_file = pieces_in_file
@@ -235,12 +251,6 @@ class Tokenizer:
         handle = ffi.gc(out[0], lib.l2_tokenizer_free)
         return cls(handle, p, int(lib.l2_tokenizer_vocab_size(handle)),
                    int(lib.l2_tokenizer_pieces_in_file(handle)))
-
-    @property
-    def handle(self) -> Any:
-        if self._handle is None:
-            raise StorytellerError(f"the tokenizer {self.path} is closed")
-        return self._handle
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """llama2.c's encode: optional BOS, the dummy-prefix space, BPE merges, optional EOS."""
@@ -267,16 +277,7 @@ class Tokenizer:
         """Frees the tokenizer (and closes the sessions using it). Idempotent."""
         for s in list(self._sessions):
             s.close()
-        if self._handle is not None:
-            ffi, _ = _lib()
-            ffi.release(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._release()
 
 
 # ----------------------------------------------------------------------------- text
@@ -350,7 +351,7 @@ class Step:
 # ----------------------------------------------------------------------------- session
 
 
-class Session:
+class Session(_Owned):
     """The KV cache and activations of one generation at a time. Use Model.session().
 
     Not for concurrent use, except cancel(), which any thread may call.
@@ -369,7 +370,8 @@ class Session:
         out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
         if (st := lib.l2_session_new(model.handle, params, out, err)) != 0:
             _raise(st, err)
-        self._handle: Any = ffi.gc(out[0], lib.l2_session_free)
+        self._handle = ffi.gc(out[0], lib.l2_session_free)
+        self._name = "the session"
         self.model = model
         self.tokenizer = tokenizer
         self.kv = kv
@@ -377,12 +379,6 @@ class Session:
         self.kernels = ffi.string(lib.l2_session_kernels(self._handle)).decode()
         self._cancel = threading.Event()
         self._generation = 0  # bumped by every generation start and by close()
-
-    @property
-    def handle(self) -> Any:
-        if self._handle is None:
-            raise StorytellerError("the session is closed")
-        return self._handle
 
     @property
     def pos(self) -> int:
@@ -513,21 +509,12 @@ class Session:
     def close(self) -> None:
         """Frees the session; a generation in progress ends. Idempotent."""
         self._generation += 1
-        if self._handle is not None:
-            ffi, _ = _lib()
-            ffi.release(self._handle)
-            self._handle = None
+        self._release()
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise ArgumentError("this session has no tokenizer: pass one to Model.session()")
         return self.tokenizer
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _texts(steps: Iterator[Step], decoder: TextDecoder) -> Iterator[str]:

@@ -10,18 +10,10 @@ from __future__ import annotations
 import re
 import subprocess
 
-from native import REPO_ROOT, lib
+from engine import kernel_names
+from native import REPO_ROOT
 
 TEST = REPO_ROOT / "build" / "host" / "bin" / "test_kernels"
-
-
-def kernel_sets() -> list[str]:
-    ffi, c = lib()
-    names, i = [], 0
-    while (p := c.l2_kernels_name(i)) != ffi.NULL:
-        names.append(ffi.string(p).decode())
-        i += 1
-    return names
 
 
 def test_every_kernel_set_matches_generic() -> None:
@@ -33,5 +25,5 @@ def test_every_kernel_set_matches_generic() -> None:
     assert summary, lines[-1]
     assert int(summary.group(2)) == 0, proc.stdout
     tested = {line.split()[0] for line in lines[:-1]}
-    assert tested == set(kernel_sets())
+    assert tested == set(kernel_names())
     assert int(summary.group(1)) == len(lines) - 1
