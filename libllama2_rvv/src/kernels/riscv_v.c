@@ -29,6 +29,9 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
                       const float *xs, int rows, int cols, int gs) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     size_t vl = __riscv_vsetvl_e8m2(BR);  /* BR at every VLEN >= 128 */
+    /* At VLEN 128 (the C906's) a block column fills an e8m2 register group exactly, so one
+     * e8m8 load brings four columns: three loads and their address arithmetic fewer. */
+    int one_load = __riscv_vsetvlmax_e8m2() == BR;
     int groups = (cols + gs - 1) / gs;
     for (int r0 = 0; r0 < rows; r0 += BR) {
         vfloat32m8_t acc;
@@ -41,8 +44,21 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
             x += first;
             /* four columns per step: one switch of element width per two widening adds */
             for (; x_end - x >= 4; x += 4, wq += 4 * BR) {
-                vint16m4_t p01 = column_products(wq, x, 2, vl);
-                vint16m4_t p23 = column_products(wq + 2 * BR, x + 2, 2, vl);
+                vint8m2_t c0, c1, c2, c3;
+                if (one_load) {
+                    vint8m8_t w = __riscv_vle8_v_i8m8(wq, 4 * BR);
+                    c0 = __riscv_vget_v_i8m8_i8m2(w, 0);
+                    c1 = __riscv_vget_v_i8m8_i8m2(w, 1);
+                    c2 = __riscv_vget_v_i8m8_i8m2(w, 2);
+                    c3 = __riscv_vget_v_i8m8_i8m2(w, 3);
+                } else {
+                    c0 = __riscv_vle8_v_i8m2(wq, vl);
+                    c1 = __riscv_vle8_v_i8m2(wq + BR, vl);
+                    c2 = __riscv_vle8_v_i8m2(wq + 2 * BR, vl);
+                    c3 = __riscv_vle8_v_i8m2(wq + 3 * BR, vl);
+                }
+                vint16m4_t p01 = __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c0, x[0], vl), x[1], c1, vl);
+                vint16m4_t p23 = __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c2, x[2], vl), x[3], c3, vl);
                 isum = __riscv_vwadd_wv_i32m8(isum, p01, vl);
                 isum = __riscv_vwadd_wv_i32m8(isum, p23, vl);
             }
@@ -109,17 +125,18 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
  * equal everywhere. A vector holds one running sum per row (or per position) and steps
  * through the columns in order, loading a column across rows with a strided load. */
 
-/* f16 -> f32 on integers, as l2_f16_to_f32: the magnitude bits moved into place and scaled
- * by 2^112 rebias normals and subnormals; inf/NaN get the full exponent; then the sign. */
+/* f16 -> f32 on integers, as l2_f16_to_f32: widened as h << 16 (the sign lands in place),
+ * the magnitude bits moved to f32's and scaled by 2^112 rebias normals and subnormals alike;
+ * inf/NaN (exponent 31) get the full exponent; then the sign is injected. */
 static vfloat32m2_t f16_to_f32m2(vuint16m1_t h, size_t vl) {
-    vuint32m2_t u = __riscv_vwaddu_vx_u32m2(h, 0, vl);
-    vuint32m2_t mag = __riscv_vsll_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x7fffu, vl), 13, vl);
+    vuint32m2_t u = __riscv_vsll_vx_u32m2(__riscv_vwaddu_vx_u32m2(h, 0, vl), 16, vl);
+    vuint32m2_t mag = __riscv_vsrl_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x7fff0000u, vl), 3, vl);
     vfloat32m2_t f = __riscv_vfmul_vf_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(mag), 0x1p112f, vl);
     vuint32m2_t bits = __riscv_vreinterpret_v_f32m2_u32m2(f);
-    vbool16_t special = __riscv_vmseq_vx_u32m2_b16(__riscv_vand_vx_u32m2(u, 0x7c00u, vl), 0x7c00u, vl);
+    vbool16_t special = __riscv_vmsgeu_vx_u32m2_b16(mag, 0x1fu << 23, vl);
     bits = __riscv_vmerge_vvm_u32m2(bits, __riscv_vor_vx_u32m2(bits, 0x7f800000u, vl), special, vl);
-    vuint32m2_t sign = __riscv_vsll_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x8000u, vl), 16, vl);
-    return __riscv_vreinterpret_v_u32m2_f32m2(__riscv_vor_vv_u32m2(bits, sign, vl));
+    return __riscv_vfsgnj_vv_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(bits),
+                                   __riscv_vreinterpret_v_u32m2_f32m2(u), vl);
 }
 
 /* sums[j] = sum over i < n, in order, of a[j * stride + i] * b[i], for j < count */
