@@ -93,10 +93,10 @@ def logit_std(vocab_size: int) -> float:
     return 0.9 * float(np.sqrt(2.0 * np.log(vocab_size)))
 
 
-def make_weights(cfg: Config, seed: int, shared: bool = True) -> dict[str, np.ndarray]:
+def make_weights(cfg: Config, seed: int, shared: bool = True, qk_gain: float = QK_GAIN) -> dict[str, np.ndarray]:
     """Seeded float32 weights (see above); "wcls" is present only when not shared."""
     rng = np.random.default_rng(seed)
-    gains = {"token_embedding": EMB_GAIN, "wcls": EMB_GAIN, "wq": QK_GAIN, "wk": QK_GAIN}
+    gains = {"token_embedding": EMB_GAIN, "wcls": EMB_GAIN, "wq": qk_gain, "wk": qk_gain}
     w: dict[str, np.ndarray] = {}
     for name, shape in shapes(cfg, shared).items():
         x = rng.standard_normal(shape, dtype=np.float32)

@@ -14,7 +14,9 @@ seeds reached 1.2-1.34e-5 (GQA shape: 3 of 20; hidden 100: 1 of 20). At the stor
 shape (6 layers) the engine, which sums in llama2.c's sequential order so that it gives
 upstream `run`'s logits bit for bit, drifts to 4.9e-5 (positions 0-6 <= 1e-5): a numpy
 emulation of llama2.c's float32 operations in their order gave 5.5e-5 there, and half-ulp
-noise on the weights alone moves the float64 logits by 6-8e-6. So the synthetic models are
+noise on the weights alone moves the float64 logits by 6-8e-6. test_f32_within_1e5_at_every_position
+holds every shape to 1e-5 at all 64 positions with trained-like attention (QK gain 1.5:
+6.1e-6 at the stories15M shape). With the peakier default weights the synthetic models are
 held to 1e-5 for their first positions (16; 7 at the stories15M shape) and to 2e-5 (1e-4
 at the stories15M shape) at every one.
 """
@@ -128,6 +130,21 @@ def _check_f32(c: Case, logits: np.ndarray, what: str) -> None:
     assert bad.size == 0, f"positions {bad} exceed {F32_TOL}: {err[bad]}"
     bad = np.flatnonzero(err > bound)
     assert bad.size == 0, f"positions {bad} exceed {bound}: {err[bad]}"
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_f32_within_1e5_at_every_position(tmp_path: Path, name: str) -> None:
+    """The spec's bound, 1e-5 relative (max-norm) at every one of 64 positions, on every shape
+    with attention as peaky as a trained model's (QK gain 1.5; the trained stories260K is held
+    to the same bound over 256 positions in test_stories260k_f32_logits)."""
+    cfg, shared, seed = SHAPES[name]
+    w = ck.make_weights(cfg, seed, shared, qk_gain=1.5)
+    tokens = _tokens(cfg, seed)
+    ck.write_v0(tmp_path / "v0.bin", cfg, w)
+    with engine.Model(tmp_path / "v0.bin") as m, m.session() as s:
+        err = rel_err(s.eval_each(tokens), ref.forward_all(cfg, w, tokens))
+    print(f"\n{name} (QK gain 1.5): f32 max rel err {err.max():.2e}")
+    assert err.max() <= F32_TOL, f"positions {np.flatnonzero(err > F32_TOL)} exceed {F32_TOL}"
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
