@@ -68,7 +68,7 @@ FUZZ_CC := clang-19
 FUZZ_FLAGS := -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz: $(FUZZERS:%=build/fuzz/%)
 # fuzz_packed.c includes fuzz_checkpoint.c
-build/fuzz/%: tests/c/fuzz/%.c tests/c/fuzz/fuzz_checkpoint.c $(LIB_SRC) $(wildcard libllama2_rvv/include/*.h libllama2_rvv/src/*.h)
+build/fuzz/%: tests/c/fuzz/%.c tests/c/fuzz/fuzz_checkpoint.c tests/c/fuzz/memfile.h $(LIB_SRC) $(wildcard libllama2_rvv/include/*.h libllama2_rvv/src/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) -lm
 

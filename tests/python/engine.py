@@ -65,7 +65,25 @@ def kernel_names() -> list[str]:
     return names
 
 
-class Model:
+class _Owned:
+    """Owns a C object through a cffi gc handle; close() (idempotent) or the GC frees it."""
+
+    ffi: Any
+    handle: Any
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.ffi.release(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Model(_Owned):
     """An open model (l2_model_open); close() or use as a context manager."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -100,19 +118,9 @@ class Model:
             out.append(d)
         return out
 
-    def close(self) -> None:
-        if self.handle is not None:
-            self.ffi.release(self.handle)
-            self.handle = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
-class Session:
+class Session(_Owned):
     """KV cache + activations over a Model (which it keeps alive)."""
 
     def __init__(self, model: Model, context: int = 0, kv_type: int | str = TYPE_F32,
@@ -167,16 +175,6 @@ class Session:
     def reset(self) -> None:
         self.c.l2_session_reset(self.handle)
 
-    def close(self) -> None:
-        if self.handle is not None:
-            self.ffi.release(self.handle)
-            self.handle = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def run_logits(path: str | os.PathLike[str], tokens: Sequence[int], kv_type: int | str = TYPE_F32,

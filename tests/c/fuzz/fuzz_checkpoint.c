@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "llama2_rvv.h"
+#include "memfile.h"
 
 #define MAX_INPUT (64 * 1024)
 #define MAX_CONVERT (1024 * 1024)
@@ -26,32 +27,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* fuzz_packed.c includes this file with L2FUZZ_NO_ENTRY defined and calls fuzz_model. */
-static int mem_fd = -1;
-static char mem_path[64];
 static char out_path[256];
 
-static void die(const char *what) {
-    fprintf(stderr, "fuzz_checkpoint: %s: %s\n", what, strerror(errno));
-    abort();
-}
-
 static void setup(void) {
-    if (mem_fd >= 0) return;
-    mem_fd = memfd_create("l2fuzz_checkpoint", MFD_CLOEXEC);
-    if (mem_fd < 0) die("memfd_create");
-    snprintf(mem_path, sizeof mem_path, "/proc/self/fd/%d", mem_fd);
+    if (out_path[0]) return;
     const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(out_path, sizeof out_path, "%s/l2fuzz_checkpoint-%ld.bin", dir, (long)getpid());
-}
-
-static void write_input(const uint8_t *data, size_t size) {
-    if (ftruncate(mem_fd, 0) != 0) die("ftruncate");
-    size_t done = 0;
-    while (done < size) {
-        ssize_t k = pwrite(mem_fd, data + done, size - done, (off_t)done);
-        if (k <= 0) die("pwrite");
-        done += (size_t)k;
-    }
 }
 
 /* Reads every logit so ASan sees the whole buffer; returns a checksum. */
@@ -97,7 +78,7 @@ static l2_status run_session(const l2_model *model, int32_t kv_type, float *logi
 static int fuzz_model(const uint8_t *data, size_t size, int32_t kv_type) {
     if (size > MAX_INPUT) return -1;  /* keep models tiny: not added to the corpus */
     setup();
-    write_input(data, size);
+    write_memfile(data, size);
 
     l2_model *model = NULL;
     l2_error err;

@@ -18,33 +18,12 @@
 #include <unistd.h>
 
 #include "llama2_rvv.h"
+#include "memfile.h"
 
 #define MAX_INPUT (64 * 1024)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int mem_fd = -1;
-static char mem_path[64];
-
-static void die(const char *what) {
-    fprintf(stderr, "fuzz_tokenizer: %s: %s\n", what, strerror(errno));
-    abort();
-}
-
-static void write_file(const uint8_t *data, size_t size) {
-    if (mem_fd < 0) {
-        mem_fd = memfd_create("l2fuzz_tokenizer", MFD_CLOEXEC);
-        if (mem_fd < 0) die("memfd_create");
-        snprintf(mem_path, sizeof mem_path, "/proc/self/fd/%d", mem_fd);
-    }
-    if (ftruncate(mem_fd, 0) != 0) die("ftruncate");
-    size_t done = 0;
-    while (done < size) {
-        ssize_t k = pwrite(mem_fd, data + done, size - done, (off_t)done);
-        if (k <= 0) die("pwrite");
-        done += (size_t)k;
-    }
-}
 
 static void check_encode(const l2_tokenizer *tok, const char *text, int32_t bos, int32_t eos) {
     size_t len = strlen(text);
@@ -81,7 +60,7 @@ static void check_encode(const l2_tokenizer *tok, const char *text, int32_t bos,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1 || size > MAX_INPUT) return -1;
     int32_t vocab = 3 + data[0];
-    write_file(data + 1, size - 1);
+    write_memfile(data + 1, size - 1);
     if (size == 1) return 0;  /* an empty file: l2_map_file refuses it, nothing to learn */
 
     l2_tokenizer *tok = NULL;
