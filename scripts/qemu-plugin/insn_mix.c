@@ -6,7 +6,10 @@
  *
  * At exit it writes "key value" lines to PATH (default stderr): total_insns, scalar_insns,
  * vector_insns (including vset*), vset_insns, vector_{mem,alu,red}_{insns,cycles},
- * vector_cycles, scalar_cycles, est_total_cycles.
+ * vector_cycles, scalar_cycles, est_total_cycles. With syms=FILE (lines "START END NAME",
+ * hex addresses of the guest's functions, e.g. from nm -S of a static binary) it also writes
+ * "fn NAME SCALAR_INSNS VECTOR_INSNS EST_CYCLES" per function that ran, attributing each
+ * translation block to the function its first instruction lies in.
  *
  * The guest code is RVV 1.0 (QEMU 7.2 has no XTheadVector); the rv64gcv build stands in for
  * the c906 build, which uses the same intrinsics.
@@ -68,9 +71,19 @@ static uint8_t cur_vtype[MAX_VCPUS];  /* 0 = e8 m1 */
 static unsigned vlen = 128;           /* the C906's; only FP reduction costs depend on it */
 static char *out_path;
 
+/* Optional per-function profile (syms=FILE). */
+typedef struct {
+    uint64_t start, end;
+    char *name;
+    uint64_t scalar, vector, cycles;
+} fn_range;
+static fn_range *fns;
+static size_t n_fns;
+
 /* Per-TB data for the exec callback. */
 typedef struct {
     int has_table;
+    fn_range *fn;                  /* NULL when not profiling or outside every function */
     int exit_vtype;                /* VTYPE_UNKNOWN: the TB does not change vtype */
     uint32_t table[N_VTYPE][N_CAT]; /* cycles of the TB's prefix under each entry vtype */
 } tb_info;
@@ -181,13 +194,56 @@ static void tb_exec(unsigned int vcpu, void *udata) {
     unsigned i = vcpu % MAX_VCPUS;
     if (t->has_table) {
         const uint32_t *c = t->table[cur_vtype[i]];
-        for (int k = 0; k < N_CAT; k++) vec_cycles[k] += c[k];
+        for (int k = 0; k < N_CAT; k++) {
+            vec_cycles[k] += c[k];
+            if (t->fn) t->fn->cycles += c[k];
+        }
     }
     if (t->exit_vtype != VTYPE_UNKNOWN) cur_vtype[i] = (uint8_t)t->exit_vtype;
 }
 
 static void add_inline(struct qemu_plugin_tb *tb, uint64_t *counter, uint64_t n) {
     if (n) qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, counter, n);
+}
+
+/* The function holding vaddr (fns is sorted by start), or NULL. */
+static fn_range *fn_at(uint64_t vaddr) {
+    size_t lo = 0, hi = n_fns;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (fns[mid].start <= vaddr) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo > 0 && vaddr < fns[lo - 1].end ? &fns[lo - 1] : NULL;
+}
+
+static int by_start(const void *a, const void *b) {
+    const fn_range *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int load_syms(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "insn_mix: cannot read %s\n", path);
+        return -1;
+    }
+    char line[512], name[400];
+    uint64_t start, end;
+    size_t cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%" SCNx64 " %" SCNx64 " %399s", &start, &end, name) != 3 || end <= start)
+            continue;
+        if (n_fns == cap) {
+            cap = cap ? 2 * cap : 1024;
+            fns = realloc(fns, cap * sizeof *fns);
+            if (!fns) abort();
+        }
+        fns[n_fns++] = (fn_range){.start = start, .end = end, .name = strdup(name)};
+    }
+    fclose(f);
+    qsort(fns, n_fns, sizeof *fns, by_start);
+    return 0;
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
@@ -234,15 +290,25 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
 
     add_inline(tb, &scalar_insns, n_scalar);
     add_inline(tb, &vset_insns, n_vset);
+    uint64_t fn_vec = n_vset, fn_cyc = n_scalar + n_vset;
     for (int k = 0; k < N_CAT; k++) {
         add_inline(tb, &vec_insns[k], n_vec[k]);
         add_inline(tb, &vec_cycles[k], cyc[k]);
+        fn_vec += n_vec[k];
+        fn_cyc += cyc[k];
+    }
+    fn_range *fn = n_fns ? fn_at(qemu_plugin_tb_vaddr(tb)) : NULL;
+    if (fn) {
+        add_inline(tb, &fn->scalar, n_scalar);
+        add_inline(tb, &fn->vector, fn_vec);
+        add_inline(tb, &fn->cycles, fn_cyc);
     }
     if (last_set != VTYPE_UNKNOWN) {
         if (!t) t = calloc(1, sizeof *t);
         if (!t) abort();
     }
     if (t) {
+        t->fn = fn;
         t->exit_vtype = last_set;
         qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, t);
     }
@@ -272,6 +338,10 @@ static void at_exit(qemu_plugin_id_t id, void *udata) {
     fprintf(f, "vector_cycles %" PRIu64 "\n", vc);
     fprintf(f, "scalar_cycles %" PRIu64 "\n", scalar_insns);
     fprintf(f, "est_total_cycles %" PRIu64 "\n", scalar_insns + vc);
+    for (size_t i = 0; i < n_fns; i++)
+        if (fns[i].scalar + fns[i].vector)
+            fprintf(f, "fn %s %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", fns[i].name, fns[i].scalar,
+                    fns[i].vector, fns[i].cycles);
     if (f != stderr) fclose(f);
 }
 
@@ -287,8 +357,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
                 fprintf(stderr, "insn_mix: vlen must be a power of two >= 32\n");
                 return -1;
             }
+        } else if (!strncmp(argv[i], "syms=", 5)) {
+            if (load_syms(argv[i] + 5)) return -1;
         } else {
-            fprintf(stderr, "insn_mix: unknown argument '%s' (out=PATH, vlen=N)\n", argv[i]);
+            fprintf(stderr, "insn_mix: unknown argument '%s' (out=PATH, vlen=N, syms=FILE)\n",
+                    argv[i]);
             return -1;
         }
     }
