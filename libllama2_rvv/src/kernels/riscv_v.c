@@ -13,73 +13,110 @@
 #include "kernels.h"
 
 /* The q8 matrix-vector product, where a stories15M token spends nearly all its time.
- * Per block of 32 rows and per group: load column c (32 int8, one e8m2 register group),
- * multiply by the scalar activation x[c] into 16-bit products; two columns' products fit
- * 16 bits (2 * 127 * 127 < 32767), so pairs are summed in int16 and then widened into the
- * 32 int32 group sums. Group sums become floats once per group, scaled as the generic
- * kernel does (same operations, same order: the results are bitwise equal). */
-/* 16-bit products of `n` (1 or 2) consecutive columns of a block with their activations. */
-static inline vint16m4_t column_products(const int8_t *wq, const int8_t *x, int n, size_t vl) {
-    vint16m4_t p = __riscv_vwmul_vx_i16m4(__riscv_vle8_v_i8m2(wq, vl), x[0], vl);
-    if (n == 2) p = __riscv_vwmacc_vx_i16m4(p, x[1], __riscv_vle8_v_i8m2(wq + L2_Q8_BLOCK_ROWS, vl), vl);
-    return p;
+ * Per block of 32 rows and per group: a column (32 int8, one e8m2 register group) times the
+ * scalar activation x[c] gives 16-bit products; two columns' products fit 16 bits
+ * (2 * 127 * 127 < 32767), so pairs are summed in int16 and then widened into the 32 int32
+ * group sums. Group sums become floats once per group, scaled as the generic kernel does
+ * (same operations, same order: the results are bitwise equal).
+ * e8m2, e16m4 and e32m8 hold the same 32 elements, so vl never changes and moving between
+ * them is a vtype switch only. Eight columns go per step, so that one switch to 16 bits and
+ * back serves four widening adds; the block's float sums wait in `out` between groups,
+ * which leaves the 32 vector registers to the step. */
+
+/* 16-bit products of two block columns with their activations */
+static inline vint16m4_t pair_products(vint8m2_t c0, vint8m2_t c1, const int8_t *x, size_t vl) {
+    return __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c0, x[0], vl), x[1], c1, vl);
 }
 
-static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
-                      const float *xs, int rows, int cols, int gs) {
+/* the pair products of four consecutive block columns */
+static inline __attribute__((always_inline)) void products4(vint16m4_t *p01, vint16m4_t *p23,
+                                                            const int8_t *wq, const int8_t *x,
+                                                            int one_load, size_t vl) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    vint8m2_t c0, c1, c2, c3;
+    if (one_load) {
+        /* VLEN 128: four columns (128 bytes) fill an e32m8 group exactly; loaded as 32-bit
+         * elements they need no vtype switch either */
+        vint8m8_t w = __riscv_vreinterpret_v_i32m8_i8m8(
+            __riscv_vle32_v_i32m8((const int32_t *)(const void *)wq, vl));
+        c0 = __riscv_vget_v_i8m8_i8m2(w, 0);
+        c1 = __riscv_vget_v_i8m8_i8m2(w, 1);
+        c2 = __riscv_vget_v_i8m8_i8m2(w, 2);
+        c3 = __riscv_vget_v_i8m8_i8m2(w, 3);
+    } else {
+        c0 = __riscv_vle8_v_i8m2(wq, vl);
+        c1 = __riscv_vle8_v_i8m2(wq + BR, vl);
+        c2 = __riscv_vle8_v_i8m2(wq + 2 * BR, vl);
+        c3 = __riscv_vle8_v_i8m2(wq + 3 * BR, vl);
+    }
+    *p01 = pair_products(c0, c1, x, vl);
+    *p23 = pair_products(c2, c3, x + 2, vl);
+}
+
+/* isum + the products of eight consecutive block columns; `first` starts the sums instead
+ * (no zeroed registers) */
+static inline __attribute__((always_inline)) vint32m8_t columns8(vint32m8_t isum,
+                                                                 const int8_t *wq,
+                                                                 const int8_t *x, int first,
+                                                                 int one_load, size_t vl) {
+    vint16m4_t p01, p23, p45, p67;
+    products4(&p01, &p23, wq, x, one_load, vl);
+    products4(&p45, &p67, wq + 4 * L2_Q8_BLOCK_ROWS, x + 4, one_load, vl);
+    isum = first ? __riscv_vwadd_vv_i32m8(p01, p23, vl)
+                 : __riscv_vwadd_wv_i32m8(__riscv_vwadd_wv_i32m8(isum, p01, vl), p23, vl);
+    isum = __riscv_vwadd_wv_i32m8(isum, p45, vl);
+    return __riscv_vwadd_wv_i32m8(isum, p67, vl);
+}
+
+/* one_load (VLEN 128) and `tail` (gs % 8 != 0) are constants after inlining: the common case
+ * compiles to a straight 8-column loop */
+static inline __attribute__((always_inline)) void q8_blocks(
+        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const float *xs,
+        int rows, int groups, int gs, int one_load, int tail) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     size_t vl = __riscv_vsetvl_e8m2(BR);  /* BR at every VLEN >= 128 */
-    /* At VLEN 128 (the C906's) a block column fills an e8m2 register group exactly, so one
-     * e8m8 load brings four columns: three loads and their address arithmetic fewer. */
-    int one_load = __riscv_vsetvlmax_e8m2() == BR;
-    int groups = (cols + gs - 1) / gs;
-    for (int r0 = 0; r0 < rows; r0 += BR) {
-        vfloat32m8_t acc;
-        for (int g = 0; g < groups; g++) {
-            const int8_t *x = xq + (size_t)g * (size_t)gs, *x_end = x + gs;
-            /* the sums start from the first products: no zeroed registers to keep around */
-            int first = gs >= 2 ? 2 : 1;
-            vint32m8_t isum = __riscv_vwcvt_x_x_v_i32m8(column_products(wq, x, first, vl), vl);
-            wq += (size_t)first * BR;
-            x += first;
-            /* four columns per step: one switch of element width per two widening adds */
-            for (; x_end - x >= 4; x += 4, wq += 4 * BR) {
-                vint8m2_t c0, c1, c2, c3;
-                if (one_load) {
-                    vint8m8_t w = __riscv_vle8_v_i8m8(wq, 4 * BR);
-                    c0 = __riscv_vget_v_i8m8_i8m2(w, 0);
-                    c1 = __riscv_vget_v_i8m8_i8m2(w, 1);
-                    c2 = __riscv_vget_v_i8m8_i8m2(w, 2);
-                    c3 = __riscv_vget_v_i8m8_i8m2(w, 3);
-                } else {
-                    c0 = __riscv_vle8_v_i8m2(wq, vl);
-                    c1 = __riscv_vle8_v_i8m2(wq + BR, vl);
-                    c2 = __riscv_vle8_v_i8m2(wq + 2 * BR, vl);
-                    c3 = __riscv_vle8_v_i8m2(wq + 3 * BR, vl);
+    int gs8 = tail ? gs & ~7 : gs;
+    for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
+        for (int g = 0; g < groups; g++, ws += BR) {
+            const int8_t *x = xq + (size_t)g * (size_t)gs, *x8_end = x + gs8;
+            vint32m8_t isum;
+            if (x < x8_end) {
+                isum = columns8(__riscv_vundefined_i32m8(), wq, x, 1, one_load, vl);
+                x += 8;
+                wq += 8 * BR;
+            } else {
+                isum = __riscv_vmv_v_x_i32m8(0, vl);
+            }
+            for (; x < x8_end; x += 8, wq += 8 * BR) isum = columns8(isum, wq, x, 0, one_load, vl);
+            if (tail) {  /* the group's last 1..7 columns */
+                const int8_t *x_end = xq + (size_t)g * (size_t)gs + gs;
+                for (; x_end - x >= 2; x += 2, wq += 2 * BR)
+                    isum = __riscv_vwadd_wv_i32m8(
+                        isum, pair_products(__riscv_vle8_v_i8m2(wq, vl),
+                                            __riscv_vle8_v_i8m2(wq + BR, vl), x, vl), vl);
+                if (x < x_end) {
+                    isum = __riscv_vwadd_wv_i32m8(
+                        isum, __riscv_vwmul_vx_i16m4(__riscv_vle8_v_i8m2(wq, vl), x[0], vl), vl);
+                    wq += BR;
                 }
-                vint16m4_t p01 = __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c0, x[0], vl), x[1], c1, vl);
-                vint16m4_t p23 = __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c2, x[2], vl), x[3], c3, vl);
-                isum = __riscv_vwadd_wv_i32m8(isum, p01, vl);
-                isum = __riscv_vwadd_wv_i32m8(isum, p23, vl);
-            }
-            if (x_end - x >= 2) {  /* at most 3 columns are left */
-                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, x, 2, vl), vl);
-                wq += 2 * BR;
-                x += 2;
-            }
-            if (x < x_end) {
-                isum = __riscv_vwadd_wv_i32m8(isum, column_products(wq, x, 1, vl), vl);
-                wq += BR;
             }
             vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
             f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
             f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
-            acc = g == 0 ? f : __riscv_vfadd_vv_f32m8(acc, f, vl);
-            ws += BR;
+            size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
+            if (g > 0) f = __riscv_vfadd_vv_f32m8(__riscv_vle32_v_f32m8(out, n), f, vl);
+            __riscv_vse32_v_f32m8(out, f, n);
         }
-        size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
-        __riscv_vse32_v_f32m8(out + r0, acc, n);
     }
+}
+
+static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs) {
+    int groups = (cols + gs - 1) / gs;
+    int one_load = __riscv_vsetvlmax_e8m2() == L2_Q8_BLOCK_ROWS;
+    if (gs % 8) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, one_load, 1);
+    else if (one_load) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 1, 0);
+    else q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 0, 0);
 }
 
 /* Per group: scale = max|x| / 127, q = round-to-nearest-even(x / scale) computed as
