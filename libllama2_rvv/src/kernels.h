@@ -20,6 +20,12 @@
 
 #define L2_Q8_BLOCK_ROWS 32
 
+/* The RISC-V vector set (kernels/riscv_v.c) is built for RVV 1.0 with Zvfhmin (vector
+ * f16 <-> f32 conversions) and for the C906's XTheadVector, which has them too. */
+#if defined(__riscv_xtheadvector) || (defined(__riscv_vector) && defined(__riscv_zvfhmin))
+#define L2_RISCV_V_KERNELS 1
+#endif
+
 typedef struct {
     const char *name;
     int (*cpu_ok)(void);  /* NULL when every CPU this build targets can run the set */
@@ -35,6 +41,9 @@ typedef struct {
     void (*rmsnorm)(float *out, const float *x, const float *w, int n);
     /* in place: x = exp(x - max) / sum */
     void (*softmax)(float *x, int n);
+    /* the first index of the largest value, as llama2.c's loop finds it (+0 == -0; a NaN at
+     * index 0 is returned, NaNs elsewhere are passed over) */
+    int (*argmax)(const float *x, int n);
     /* h = silu(h) * g */
     void (*silu_mul)(float *h, const float *g, int n);
     /* rotate pairs (2i, 2i+1) of every head of v[0..n) by the angles with cos/sin[i] */
@@ -63,6 +72,7 @@ void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const i
 void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs);
 void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n);
 void l2_softmax_generic(float *x, int n);
+int l2_argmax_generic(const float *x, int n);
 void l2_silu_mul_generic(float *h, const float *g, int n);
 void l2_rope_generic(float *v, int n, int head_size, const float *cos_t, const float *sin_t);
 void l2_attn_scores_f32_generic(float *att, const float *q, const float *k, int n_pos,

@@ -22,6 +22,7 @@ struct l2_sampler {
     float temperature;          /* 0: greedy (argmax) */
     float topp;                 /* in (0, 1): top-p; otherwise plain multinomial */
     uint64_t rng_state;         /* xorshift state */
+    const l2_kernels *k;        /* this CPU's fastest kernels (argmax) */
     prob_index *candidates;     /* (vocab_size) top-p scratch; only when top-p is in use */
 };
 
@@ -42,19 +43,6 @@ static float random_f32(uint64_t *state) {
 
 /* ----------------------------------------------------------------------------
  * Sampling strategies */
-
-/* The first index of the largest value. */
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    float best_value = x[0];
-    for (int32_t i = 1; i < n; i++) {
-        if (x[i] > best_value) {
-            best_value = x[i];
-            best = i;
-        }
-    }
-    return best;
-}
 
 /* Inverse-CDF draw over all ids; the last id if rounding leaves coin above the total. */
 static int32_t sample_multinomial(const float *probs, int32_t n, float coin) {
@@ -93,7 +81,7 @@ static int32_t sample_topp(const float *probs, int32_t n, float topp, prob_index
     }
     /* Nothing passed the cutoff (one id, or a near-uniform distribution with a tiny topp):
      * upstream reads before its buffer here; we return the most likely id. */
-    if (n0 == 0) return argmax(probs, n);
+    if (n0 == 0) return l2_argmax_generic(probs, n);
     qsort(cand, (size_t)n0, sizeof *cand, compare_candidates);
 
     float cumulative = 0.0f;
@@ -131,6 +119,7 @@ l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint
     s->temperature = temperature;
     s->topp = topp;
     s->rng_state = seed;
+    s->k = l2_kernels_find(NULL);
     /* the candidate buffer (8 bytes per id) is only paid for by samplers that use top-p */
     if (temperature != 0.0f && topp > 0.0f && topp < 1.0f) {
         s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
@@ -146,7 +135,7 @@ l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint
 int32_t l2_sampler_sample(l2_sampler *sampler, float *logits) {
     if (!sampler || !logits) return -1;  /* a caller bug; never a valid id */
     const int32_t n = sampler->vocab_size;
-    if (sampler->temperature == 0.0f) return argmax(logits, n);  /* no coin drawn */
+    if (sampler->temperature == 0.0f) return sampler->k->argmax(logits, n);  /* no coin drawn */
 
     for (int32_t i = 0; i < n; i++) logits[i] /= sampler->temperature;
     l2_softmax_generic(logits, n);  /* llama2.c's softmax, exactly */

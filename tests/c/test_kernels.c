@@ -484,6 +484,50 @@ static void test_softmax(const l2_kernels *k) {
     finish(&c);
 }
 
+/* argmax from its contract: a NaN at 0 wins; otherwise the largest non-NaN value (+0 == -0)
+ * and the first index holding it */
+static int ref_argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0;
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int i = 0; i < n; i++)
+        if (x[i] == m) return i;
+    return -1;
+}
+
+static void test_argmax(const l2_kernels *k) {
+    check c;
+    start(&c, k, "argmax");
+    static const int sizes[] = {1, 2, 3, 7, 8, 9, 31, 32, 33, 100, 255, 256, 257, 1000, 32000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *x = xmalloc((size_t)n * sizeof *x);
+        for (int kind = 0; kind < 8; kind++) {
+            fill(x, n);
+            int a = rnd_int(0, n - 1), b = rnd_int(0, n - 1);
+            switch (kind) {
+            case 1: x[a] = x[b] = 100.0f; break;                 /* a tie: the first wins */
+            case 2: for (int i = 0; i < n; i++) x[i] = -fabsf(x[i]) - 1.0f;
+                    x[a] = -0.0f, x[b] = 0.0f; break;            /* +0 and -0 tie */
+            case 3: x[a] = NAN; break;                           /* passed over (or wins at 0) */
+            case 4: x[0] = NAN; break;
+            case 5: for (int i = 0; i < n; i++) x[i] = 1.5f; break;
+            case 6: for (int i = 0; i < n; i++) x[i] = -INFINITY;
+                    x[a] = INFINITY; break;
+            case 7: x[n - 1] = 1e30f; break;                     /* in the tail */
+            default: break;
+            }
+            int want = c.is_generic ? ref_argmax(x, n) : l2_kernels_generic.argmax(x, n);
+            int got = k->argmax(x, n);
+            char what[48];
+            snprintf(what, sizeof what, "n=%d kind %d", n, kind);
+            compare_bits(&c, &got, &want, 1, sizeof got, what);
+        }
+        free(x);
+    }
+    finish(&c);
+}
+
 static void test_silu_mul(const l2_kernels *k) {
     check c;
     start(&c, k, "silu_mul");
@@ -553,10 +597,10 @@ static void test_rope(const l2_kernels *k) {
 /* ---------------------------------------------------------------- f16 */
 
 /* f32 -> f16 from the definition: the nearest f16 (ties to even), infinity from 65520 on,
- * NaN as the quiet 0x7e00 with the sign */
+ * every NaN as the canonical quiet 0x7e00 */
 static uint16_t ref_f16(float f) {
     uint16_t sign = signbit(f) ? 0x8000u : 0;
-    if (isnan(f)) return sign | 0x7e00u;
+    if (isnan(f)) return 0x7e00u;
     double a = fabs((double)f);
     if (a >= 65520.0) return sign | 0x7c00u;
     int e;
@@ -648,6 +692,7 @@ int main(void) {
         test_attention(k, 1, 1);
         test_rmsnorm(k);
         test_softmax(k);
+        test_argmax(k);
         test_silu_mul(k);
         test_rope(k);
         test_to_f16(k);

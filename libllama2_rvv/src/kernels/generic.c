@@ -91,6 +91,18 @@ void l2_softmax_generic(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
+int l2_argmax_generic(const float *x, int n) {
+    int best = 0;
+    float best_value = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] > best_value) {
+            best_value = x[i];
+            best = i;
+        }
+    }
+    return best;
+}
+
 void l2_silu_mul_generic(float *h, const float *g, int n) {
     for (int i = 0; i < n; i++) {
         float v = h[i];
@@ -152,6 +164,7 @@ const l2_kernels l2_kernels_generic = {
     .quantize_q8 = l2_quantize_q8_generic,
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
+    .argmax = l2_argmax_generic,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
     .attn_scores_f32 = l2_attn_scores_f32_generic,

@@ -1,16 +1,17 @@
-/* RISC-V vector kernels: RVV 1.0, and the C906's RVV 0.7.1 through GCC's XTheadVector.
+/* RISC-V vector kernels: RVV 1.0 with Zvfhmin (for the f16 KV cache's conversions), and the
+ * C906's RVV 0.7.1 through GCC's XTheadVector (kernels.h: L2_RISCV_V_KERNELS).
  *
  * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
- * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, widening by vwadd(u)
- * rather than vsext/vzext, which 0.7.1 lacks. Kernels with no vector gain worth their code
- * (RMSNorm's sequential sum, RoPE, SiLU, softmax: a few thousand scalar exps a token) use
- * the generic ones. */
-#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+ * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, no vsext/vzext (0.7.1 lacks
+ * them, and GCC turns a widening add of zero into one). Kernels with no vector gain worth
+ * their code (RMSNorm's sequential sum, RoPE, SiLU, softmax: a few thousand scalar exps a
+ * token) use the generic ones. */
+#include "kernels.h"
+#if defined(L2_RISCV_V_KERNELS)
 #include <math.h>
 #include <riscv_vector.h>
 
 #include "common.h"
-#include "kernels.h"
 
 /* The q8 matrix-vector product, where a stories15M token spends nearly all its time.
  * Per block of 32 rows and per group: a column (32 int8, one e8m2 register group) times the
@@ -113,7 +114,13 @@ static inline __attribute__((always_inline)) void q8_blocks(
 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                       const float *xs, int rows, int cols, int gs) {
     int groups = (cols + gs - 1) / gs;
+    /* GCC's XTheadVector code copies each part out of the loaded group (th.vmv.v.v), which
+     * costs more than the loads it saves: the C906 loads column by column */
+#if defined(__riscv_xtheadvector)
+    int one_load = 0;
+#else
     int one_load = __riscv_vsetvlmax_e8m2() == L2_Q8_BLOCK_ROWS;
+#endif
     if (gs % 8) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, one_load, 1);
     else if (one_load) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 1, 0);
     else q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 0, 0);
@@ -162,45 +169,36 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
  * equal everywhere. A vector holds one running sum per row (or per position) and steps
  * through the columns in order, loading a column across rows with a strided load. */
 
-/* f16 -> f32 on integers, as l2_f16_to_f32: widened as h << 16 (the sign lands in place),
- * the magnitude bits moved to f32's and scaled by 2^112 rebias normals and subnormals alike;
- * inf/NaN (exponent 31) get the full exponent; then the sign is injected. */
-static vfloat32m2_t f16_to_f32m2(vuint16m1_t h, size_t vl) {
-    vuint32m2_t u = __riscv_vsll_vx_u32m2(__riscv_vwaddu_vx_u32m2(h, 0, vl), 16, vl);
-    vuint32m2_t mag = __riscv_vsrl_vx_u32m2(__riscv_vand_vx_u32m2(u, 0x7fff0000u, vl), 3, vl);
-    vfloat32m2_t f = __riscv_vfmul_vf_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(mag), 0x1p112f, vl);
-    vuint32m2_t bits = __riscv_vreinterpret_v_f32m2_u32m2(f);
-    vbool16_t special = __riscv_vmsgeu_vx_u32m2_b16(mag, 0x1fu << 23, vl);
-    bits = __riscv_vmerge_vvm_u32m2(bits, __riscv_vor_vx_u32m2(bits, 0x7f800000u, vl), special, vl);
-    return __riscv_vfsgnj_vv_f32m2(__riscv_vreinterpret_v_u32m2_f32m2(bits),
-                                   __riscv_vreinterpret_v_u32m2_f32m2(u), vl);
+/* f16 -> f32 by the vector unit (exact; NaNs become the canonical NaN) */
+static vfloat32m4_t f16_to_f32m4(vuint16m2_t h, size_t vl) {
+    return __riscv_vfwcvt_f_f_v_f32m4(__riscv_vreinterpret_v_u16m2_f16m2(h), vl);
 }
 
 /* sums[j] = sum over i < n, in order, of a[j * stride + i] * b[i], for j < count */
 static void dots_f32(float *sums, const float *a, size_t stride, const float *b, int n, int count) {
     for (int j = 0; j < count;) {
-        size_t vl = __riscv_vsetvl_e32m2((size_t)(count - j));
+        size_t vl = __riscv_vsetvl_e32m4((size_t)(count - j));
         const float *aj = a + (size_t)j * stride;
-        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int i = 0; i < n; i++) {
-            vfloat32m2_t col = __riscv_vlse32_v_f32m2(aj + i, (ptrdiff_t)(stride * 4), vl);
-            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(col, b[i], vl), vl);
+            vfloat32m4_t col = __riscv_vlse32_v_f32m4(aj + i, (ptrdiff_t)(stride * 4), vl);
+            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(col, b[i], vl), vl);
         }
-        __riscv_vse32_v_f32m2(sums + j, acc, vl);
+        __riscv_vse32_v_f32m4(sums + j, acc, vl);
         j += (int)vl;
     }
 }
 
 static void dots_f16(float *sums, const uint16_t *a, size_t stride, const float *b, int n, int count) {
     for (int j = 0; j < count;) {
-        size_t vl = __riscv_vsetvl_e32m2((size_t)(count - j));
+        size_t vl = __riscv_vsetvl_e32m4((size_t)(count - j));
         const uint16_t *aj = a + (size_t)j * stride;
-        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int i = 0; i < n; i++) {
-            vuint16m1_t col = __riscv_vlse16_v_u16m1(aj + i, (ptrdiff_t)(stride * 2), vl);
-            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(f16_to_f32m2(col, vl), b[i], vl), vl);
+            vuint16m2_t col = __riscv_vlse16_v_u16m2(aj + i, (ptrdiff_t)(stride * 2), vl);
+            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(f16_to_f32m4(col, vl), b[i], vl), vl);
         }
-        __riscv_vse32_v_f32m2(sums + j, acc, vl);
+        __riscv_vse32_v_f32m4(sums + j, acc, vl);
         j += (int)vl;
     }
 }
@@ -234,17 +232,18 @@ static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n
 }
 
 /* out += a_t * v_t, element-wise with a separate multiply and add: bitwise equal to generic.
- * LMUL 2: on the C906 an op costs the same at LMUL 1 and 2, and 4x more at 8. */
+ * LMUL 4 here and in the dot products: on the C906 an op costs 4 cycles up to LMUL 2, 8 at 4,
+ * so the wider groups cost the same per element in half the instructions and loop steps. */
 static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
                          int head_size) {
     for (int i = 0; i < head_size;) {
-        size_t vl = __riscv_vsetvl_e32m2((size_t)(head_size - i));
-        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        size_t vl = __riscv_vsetvl_e32m4((size_t)(head_size - i));
+        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int t = 0; t < n_pos; t++) {
-            vfloat32m2_t vt = __riscv_vle32_v_f32m2(v + (size_t)t * stride + i, vl);
-            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(vt, att[t], vl), vl);
+            vfloat32m4_t vt = __riscv_vle32_v_f32m4(v + (size_t)t * stride + i, vl);
+            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(vt, att[t], vl), vl);
         }
-        __riscv_vse32_v_f32m2(out + i, acc, vl);
+        __riscv_vse32_v_f32m4(out + i, acc, vl);
         i += (int)vl;
     }
 }
@@ -252,13 +251,52 @@ static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos
 static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_pos,
                          size_t stride, int head_size) {
     for (int i = 0; i < head_size;) {
-        size_t vl = __riscv_vsetvl_e32m2((size_t)(head_size - i));
-        vfloat32m2_t acc = __riscv_vfmv_v_f_f32m2(0.0f, vl);
+        size_t vl = __riscv_vsetvl_e32m4((size_t)(head_size - i));
+        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int t = 0; t < n_pos; t++) {
-            vfloat32m2_t vt = f16_to_f32m2(__riscv_vle16_v_u16m1(v + (size_t)t * stride + i, vl), vl);
-            acc = __riscv_vfadd_vv_f32m2(acc, __riscv_vfmul_vf_f32m2(vt, att[t], vl), vl);
+            vfloat32m4_t vt = f16_to_f32m4(__riscv_vle16_v_u16m2(v + (size_t)t * stride + i, vl), vl);
+            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(vt, att[t], vl), vl);
         }
-        __riscv_vse32_v_f32m2(out + i, acc, vl);
+        __riscv_vse32_v_f32m4(out + i, acc, vl);
+        i += (int)vl;
+    }
+}
+
+/* Two passes: the largest value (vfmax passes NaNs over), then the first index equal to it
+ * (vmfeq: -0 == +0, as llama2.c's comparisons). */
+static int argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0;  /* nothing compares greater than it */
+    size_t vlmax = __riscv_vsetvlmax_e32m8();
+    vfloat32m1_t best = __riscv_vfmv_s_f_f32m1(x[0], 1);
+    int i = 0;
+    if ((size_t)n >= vlmax) {  /* full vectors, element-wise, then one reduction */
+        vfloat32m8_t m = __riscv_vle32_v_f32m8(x, vlmax);
+        for (i = (int)vlmax; (size_t)(n - i) >= vlmax; i += (int)vlmax)
+            m = __riscv_vfmax_vv_f32m8(m, __riscv_vle32_v_f32m8(x + i, vlmax), vlmax);
+        best = __riscv_vfredmax_vs_f32m8_f32m1(m, best, vlmax);
+    }
+    if (i < n) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        best = __riscv_vfredmax_vs_f32m8_f32m1(__riscv_vle32_v_f32m8(x + i, vl), best, vl);
+    }
+    float max = __riscv_vfmv_f_s_f32m1_f32(best);
+    for (i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        long first = __riscv_vfirst_m_b4(
+            __riscv_vmfeq_vf_f32m8_b4(__riscv_vle32_v_f32m8(x + i, vl), max, vl), vl);
+        if (first >= 0) return i + (int)first;
+        i += (int)vl;
+    }
+    return 0;  /* not reached: max is one of the values */
+}
+
+/* f32 -> f16 for the KV cache: the conversion rounds to nearest even (the default rounding
+ * mode) and gives NaNs as the canonical 0x7e00, as l2_f32_to_f16 does. */
+static void to_f16(uint16_t *out, const float *x, int n) {
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        vfloat16m4_t h = __riscv_vfncvt_f_f_w_f16m4(__riscv_vle32_v_f32m8(x + i, vl), vl);
+        __riscv_vse16_v_u16m4(out + i, __riscv_vreinterpret_v_f16m4_u16m4(h), vl);
         i += (int)vl;
     }
 }
@@ -272,12 +310,13 @@ const l2_kernels l2_kernels_riscv_v = {
     .quantize_q8 = quantize_q8,
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
+    .argmax = argmax,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
     .attn_scores_f32 = attn_scores_f32,
     .attn_scores_f16 = attn_scores_f16,
     .attn_mix_f32 = attn_mix_f32,
     .attn_mix_f16 = attn_mix_f16,
-    .to_f16 = l2_to_f16_generic,
+    .to_f16 = to_f16,
 };
 #endif

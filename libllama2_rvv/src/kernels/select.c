@@ -3,7 +3,7 @@
 
 #include "kernels.h"
 
-#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+#if defined(L2_RISCV_V_KERNELS)
 extern const l2_kernels l2_kernels_riscv_v;  /* kernels/riscv_v.c */
 #endif
 #if defined(__x86_64__)
@@ -11,7 +11,7 @@ extern const l2_kernels l2_kernels_avx2;  /* kernels/x86.c */
 #endif
 
 static const l2_kernels *const all_sets[] = {
-#if defined(__riscv_vector) || defined(__riscv_xtheadvector)
+#if defined(L2_RISCV_V_KERNELS)
     &l2_kernels_riscv_v,
 #endif
 #if defined(__x86_64__)

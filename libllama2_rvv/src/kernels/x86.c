@@ -390,13 +390,11 @@ AVX2 static void attn_mix_f16(float *out, const float *att, const uint16_t *v, i
 /* ---------------------------------------------------------------- f16 KV cache */
 
 /* vcvtps2ph rounds to nearest even like l2_f32_to_f16 and overflows to infinity; only its
- * NaNs differ (it keeps payload bits), so every NaN becomes the generic's 0x7e00 | sign. */
+ * NaNs differ (it keeps sign and payload bits), so every NaN becomes the generic's 0x7e00. */
 AVX2 static inline __m128i f32_to_f16_8(__m256 v) {
     __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
     __m128i nan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
-    __m128i sign = _mm_and_si128(h, _mm_set1_epi16((short)0x8000));
-    __m128i quiet = _mm_or_si128(sign, _mm_set1_epi16(0x7e00));
-    return _mm_blendv_epi8(h, quiet, nan);
+    return _mm_blendv_epi8(h, _mm_set1_epi16(0x7e00), nan);
 }
 
 AVX2 static void to_f16(uint16_t *out, const float *x, int n) {
@@ -427,6 +425,7 @@ const l2_kernels l2_kernels_avx2 = {
     .quantize_q8 = quantize_q8,
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
+    .argmax = l2_argmax_generic,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
     .attn_scores_f32 = attn_scores_f32,
