@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -262,3 +263,19 @@ def test_c906_build_uses_xtheadvector():
     assert "th.vwmacc.vx" in kernel and "th.vwadd.wv" in kernel, kernel[:2000]
     assert "interp" not in subprocess.run([objdump, "-h", "build/c906/bin/l2run"], cwd=REPO,
                                           capture_output=True, text=True).stdout  # static
+
+
+def test_bundle_packs_what_a_board_needs(cross_bins):
+    """scripts/bundle rv64gc: static binaries (test_kernels too), the board README, a size."""
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "bundle"), "rv64gc"], cwd=REPO,
+                          capture_output=True, text=True, errors="replace")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    archive = REPO / "build" / "bundle-rv64gc.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = {Path(m.name).name: m for m in tar.getmembers()}
+        readme = tar.extractfile(names["README-board.txt"]).read().decode()  # type: ignore[union-attr]
+    for exe in ("l2run", "l2convert", "test_kernels"):
+        assert exe in names and names[exe].mode & 0o111, exe
+    assert "./test_kernels" in readme and "./l2run" in readme, readme
+    assert f"{archive.stat().st_size} bytes" in proc.stdout, proc.stdout
+    assert "free memory the board needs" in proc.stdout, proc.stdout
