@@ -22,7 +22,7 @@ struct l2_sampler {
     float temperature;          /* 0: greedy (argmax) */
     float topp;                 /* in (0, 1): top-p; otherwise plain multinomial */
     uint64_t rng_state;         /* xorshift state */
-    const l2_kernels *k;        /* this CPU's fastest kernels (argmax) */
+    const l2_kernels *k;        /* this CPU's fastest kernels (argmax, softmax) */
     prob_index *candidates;     /* (vocab_size) top-p scratch; only when top-p is in use */
 };
 
@@ -138,7 +138,7 @@ int32_t l2_sampler_sample(l2_sampler *sampler, float *logits) {
     if (sampler->temperature == 0.0f) return sampler->k->argmax(logits, n);  /* no coin drawn */
 
     for (int32_t i = 0; i < n; i++) logits[i] /= sampler->temperature;
-    l2_softmax_generic(logits, n);  /* llama2.c's softmax, exactly */
+    sampler->k->softmax(logits, n);  /* llama2.c's softmax: every set's is bitwise equal */
     /* One coin per sample whatever the strategy, so the RNG stream matches upstream. */
     float coin = random_f32(&sampler->rng_state);
     if (sampler->topp <= 0.0f || sampler->topp >= 1.0f) return sample_multinomial(logits, n, coin);

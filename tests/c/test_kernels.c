@@ -481,6 +481,32 @@ static void test_softmax(const l2_kernels *k) {
         compare(&c, y, want, NULL, n, c.is_generic ? 5e-5 : TOL_DOT, what);
         free(x), free(y), free(want);
     }
+    /* a vocabulary's worth, and the inputs where a maximum taken another way could differ:
+     * -0 before +0, NaN first or later, -inf (against generic; generic itself is the spec) */
+    static const int sizes[] = {5, 33, 1000, 32000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0] && !c.is_generic; si++) {
+        int n = sizes[si];
+        float *x = xmalloc((size_t)n * sizeof *x), *y = xmalloc((size_t)n * sizeof *y);
+        double *want = xmalloc((size_t)n * sizeof *want);
+        for (int kind = 0; kind < 5; kind++) {
+            fill(x, n);
+            for (int i = 0; i < n; i++) x[i] *= 8.0f;
+            if (kind == 1)
+                for (int i = 0; i < n; i++) x[i] = i == 0 ? -0.0f : i == n / 2 ? 0.0f : -fabsf(x[i]) - 1.0f;
+            if (kind == 2) x[0] = NAN;
+            if (kind == 3) x[n / 2] = NAN;
+            if (kind == 4) x[n - 1] = x[0] = -INFINITY;
+            memcpy(y, x, (size_t)n * sizeof *y);
+            l2_kernels_generic.softmax(y, n);
+            for (int i = 0; i < n; i++) want[i] = y[i];
+            memcpy(y, x, (size_t)n * sizeof *y);
+            k->softmax(y, n);
+            char what[32];
+            snprintf(what, sizeof what, "n=%d kind %d", n, kind);
+            compare(&c, y, want, NULL, n, TOL_DOT, what);
+        }
+        free(x), free(y), free(want);
+    }
     finish(&c);
 }
 

@@ -92,7 +92,9 @@ class Tools:
 
 
 def _newest_source() -> float:
-    return max(p.stat().st_mtime for p in (REPO / "libllama2_rvv").rglob("*") if p.is_file())
+    """The newest C source or header (documents next to them are no reason to rebuild)."""
+    return max(p.stat().st_mtime for p in (REPO / "libllama2_rvv").rglob("*")
+               if p.suffix in (".c", ".h") and p.is_file())
 
 
 def _build(build: str, dest: Path) -> Tools:

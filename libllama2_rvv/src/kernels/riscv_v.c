@@ -4,8 +4,7 @@
  * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
  * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, no vsext/vzext (0.7.1 lacks
  * them, and GCC turns a widening add of zero into one). Kernels with no vector gain worth
- * their code (RMSNorm's sequential sum, RoPE, SiLU, softmax: a few thousand scalar exps a
- * token) use the generic ones. */
+ * their code (RMSNorm's sequential sum, RoPE, SiLU's scalar expf) use the generic ones. */
 #include "kernels.h"
 #if defined(L2_RISCV_V_KERNELS)
 #include <math.h>
@@ -262,14 +261,14 @@ static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_
     }
 }
 
-/* Two passes: the largest value (vfmax passes NaNs over), then the first index equal to it
- * (vmfeq: -0 == +0, as llama2.c's comparisons). */
-static int argmax(const float *x, int n) {
-    if (isnan(x[0])) return 0;  /* nothing compares greater than it */
+/* The largest of x[0..n) and `start`, NaNs passed over (vfmax), -0 below +0: element-wise
+ * over whole vectors, then one reduction (an ordered-or-not FP reduction costs the C906
+ * ~3 cycles per element, ten times an element-wise max). */
+static float max_f32(const float *x, int n, float start) {
     size_t vlmax = __riscv_vsetvlmax_e32m8();
-    vfloat32m1_t best = __riscv_vfmv_s_f_f32m1(x[0], 1);
+    vfloat32m1_t best = __riscv_vfmv_s_f_f32m1(start, 1);
     int i = 0;
-    if ((size_t)n >= vlmax) {  /* full vectors, element-wise, then one reduction */
+    if ((size_t)n >= vlmax) {
         vfloat32m8_t m = __riscv_vle32_v_f32m8(x, vlmax);
         for (i = (int)vlmax; (size_t)(n - i) >= vlmax; i += (int)vlmax)
             m = __riscv_vfmax_vv_f32m8(m, __riscv_vle32_v_f32m8(x + i, vlmax), vlmax);
@@ -279,8 +278,33 @@ static int argmax(const float *x, int n) {
         size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
         best = __riscv_vfredmax_vs_f32m8_f32m1(__riscv_vle32_v_f32m8(x + i, vl), best, vl);
     }
-    float max = __riscv_vfmv_f_s_f32m1_f32(best);
-    for (i = 0; i < n;) {
+    return __riscv_vfmv_f_s_f32m1_f32(best);
+}
+
+/* llama2.c's softmax, bitwise: its exps and their running sum stay in order (scalar expf),
+ * while the maximum (order does not matter) and the divisions (exact) go by vector. Where
+ * the generic loop would keep -0 over a later +0, vfmax takes +0: x - max, and so every
+ * result, is the same; a NaN anywhere makes the sum, and so every result, NaN in both. */
+static void softmax(float *x, int n) {
+    float max = max_f32(x, n, x[0]);
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        __riscv_vse32_v_f32m8(x + i, __riscv_vfdiv_vf_f32m8(__riscv_vle32_v_f32m8(x + i, vl), sum, vl), vl);
+        i += (int)vl;
+    }
+}
+
+/* Two passes: the largest value (NaNs passed over), then the first index equal to it
+ * (vmfeq: -0 == +0, as llama2.c's comparisons). */
+static int argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0;  /* nothing compares greater than it */
+    float max = max_f32(x, n, x[0]);
+    for (int i = 0; i < n;) {
         size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
         long first = __riscv_vfirst_m_b4(
             __riscv_vmfeq_vf_f32m8_b4(__riscv_vle32_v_f32m8(x + i, vl), max, vl), vl);
@@ -309,7 +333,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
     .rmsnorm = l2_rmsnorm_generic,
-    .softmax = l2_softmax_generic,
+    .softmax = softmax,
     .argmax = argmax,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
