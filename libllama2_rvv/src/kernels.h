@@ -85,6 +85,12 @@ void l2_attn_mix_f16_generic(float *out, const float *att, const uint16_t *v, in
                              size_t stride, int head_size);
 void l2_to_f16_generic(uint16_t *out, const float *x, int n);
 
+/* The sequential parts architecture sets share with generic, so that their results agree:
+ * 1 / sqrt(mean(x^2) + 1e-5), the sum in llama2.c's order; and x[i] = exp(x[i] - max) in
+ * place, returning their sum in order. */
+float l2_rms_scale(const float *x, int n);
+float l2_exp_sum(float *x, int n, float max);
+
 /* Row-major q8 with groups over the flattened tensor (llama2.c v2 files, which may have
  * groups straddling rows), float activations. Compatibility path: generic only. */
 void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,

@@ -72,22 +72,31 @@ void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs
     }
 }
 
-void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n) {
+float l2_rms_scale(const float *x, int n) {
     float ss = dot_f32(x, x, n);
     ss /= (float)n;
     ss += 1e-5f;
-    ss = 1.0f / sqrtf(ss);
+    return 1.0f / sqrtf(ss);
+}
+
+void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n) {
+    float ss = l2_rms_scale(x, n);
     for (int i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-void l2_softmax_generic(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+float l2_exp_sum(float *x, int n, float max) {
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
+    return sum;
+}
+
+void l2_softmax_generic(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    float sum = l2_exp_sum(x, n, max);
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 

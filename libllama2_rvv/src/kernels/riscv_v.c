@@ -3,8 +3,8 @@
  *
  * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
  * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, no vsext/vzext (0.7.1 lacks
- * them, and GCC turns a widening add of zero into one). Kernels with no vector gain worth
- * their code (RMSNorm's sequential sum, RoPE, SiLU's scalar expf) use the generic ones. */
+ * them, and GCC turns a widening add of zero into one). SiLU is the generic kernel: its
+ * cost is llama2.c's scalar expf, which stays for exact results. */
 #include "kernels.h"
 #if defined(L2_RISCV_V_KERNELS)
 #include <math.h>
@@ -261,6 +261,41 @@ static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_
     }
 }
 
+/* out = w * (ss * x), as the generic: the sum of squares in order (l2_rms_scale), then the
+ * scaling by vector. */
+static void rmsnorm(float *out, const float *x, const float *w, int n) {
+    float ss = l2_rms_scale(x, n);
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        vfloat32m8_t v = __riscv_vfmul_vf_f32m8(__riscv_vle32_v_f32m8(x + i, vl), ss, vl);
+        __riscv_vse32_v_f32m8(out + i, __riscv_vfmul_vv_f32m8(__riscv_vle32_v_f32m8(w + i, vl), v, vl), vl);
+        i += (int)vl;
+    }
+}
+
+/* Per head: the even and odd elements by strided loads, rotated with the generic's products
+ * and sums (separate multiplies and adds), stored back strided. */
+static void rope(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
+    const ptrdiff_t pair = 2 * sizeof(float);
+    for (int h = 0; h < n; h += head_size) {
+        for (int p = 0; p < head_size / 2;) {
+            size_t vl = __riscv_vsetvl_e32m4((size_t)(head_size / 2 - p));
+            float *at = v + h + 2 * p;
+            vfloat32m4_t v0 = __riscv_vlse32_v_f32m4(at, pair, vl);
+            vfloat32m4_t v1 = __riscv_vlse32_v_f32m4(at + 1, pair, vl);
+            vfloat32m4_t c = __riscv_vle32_v_f32m4(cos_t + p, vl);
+            vfloat32m4_t sn = __riscv_vle32_v_f32m4(sin_t + p, vl);
+            vfloat32m4_t r0 = __riscv_vfsub_vv_f32m4(__riscv_vfmul_vv_f32m4(v0, c, vl),
+                                                     __riscv_vfmul_vv_f32m4(v1, sn, vl), vl);
+            vfloat32m4_t r1 = __riscv_vfadd_vv_f32m4(__riscv_vfmul_vv_f32m4(v0, sn, vl),
+                                                     __riscv_vfmul_vv_f32m4(v1, c, vl), vl);
+            __riscv_vsse32_v_f32m4(at, pair, r0, vl);
+            __riscv_vsse32_v_f32m4(at + 1, pair, r1, vl);
+            p += (int)vl;
+        }
+    }
+}
+
 /* The largest of x[0..n) and `start`, NaNs passed over (vfmax), -0 below +0: element-wise
  * over whole vectors, then one reduction (an ordered-or-not FP reduction costs the C906
  * ~3 cycles per element, ten times an element-wise max). */
@@ -281,17 +316,13 @@ static float max_f32(const float *x, int n, float start) {
     return __riscv_vfmv_f_s_f32m1_f32(best);
 }
 
-/* llama2.c's softmax, bitwise: its exps and their running sum stay in order (scalar expf),
+/* llama2.c's softmax, bitwise: its exps and their running sum stay in order (l2_exp_sum),
  * while the maximum (order does not matter) and the divisions (exact) go by vector. Where
  * the generic loop would keep -0 over a later +0, vfmax takes +0: x - max, and so every
  * result, is the same; a NaN anywhere makes the sum, and so every result, NaN in both. */
 static void softmax(float *x, int n) {
     float max = max_f32(x, n, x[0]);
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
+    float sum = l2_exp_sum(x, n, max);
     for (int i = 0; i < n;) {
         size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
         __riscv_vse32_v_f32m8(x + i, __riscv_vfdiv_vf_f32m8(__riscv_vle32_v_f32m8(x + i, vl), sum, vl), vl);
@@ -332,11 +363,11 @@ const l2_kernels l2_kernels_riscv_v = {
     .matvec_f16 = matvec_f16,
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
-    .rmsnorm = l2_rmsnorm_generic,
+    .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
     .silu_mul = l2_silu_mul_generic,
-    .rope = l2_rope_generic,
+    .rope = rope,
     .attn_scores_f32 = attn_scores_f32,
     .attn_scores_f16 = attn_scores_f16,
     .attn_mix_f32 = attn_mix_f32,

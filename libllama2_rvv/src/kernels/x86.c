@@ -12,9 +12,9 @@
  *   multiply then an add, never fused), 8 rows or positions a vector;
  * - the attention mix is element-wise, a multiply then an add.
  * FMA is deliberately not enabled (nor checked for): with it a compiler given
- * -ffp-contract=fast could fuse a multiply and an add and break the equality. Kernels with
- * no vector gain worth their code (RMSNorm's and softmax's sequential sums, RoPE, SiLU's
- * expf) are the generic ones. */
+ * -ffp-contract=fast could fuse a multiply and an add and break the equality. RMSNorm's and
+ * softmax's sums stay sequential (shared with generic); SiLU is the generic kernel, its cost
+ * being llama2.c's scalar expf. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -409,6 +409,59 @@ AVX2 static void to_f16(uint16_t *out, const float *x, int n) {
     }
 }
 
+/* ---------------------------------------------------------------- element-wise */
+
+/* out = w * (ss * x), as the generic: the sum of squares in order, then the scaling */
+AVX2 static void rmsnorm(float *out, const float *x, const float *w, int n) {
+    float ss = l2_rms_scale(x, n);
+    __m256 s = _mm256_set1_ps(ss);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i),
+                                                _mm256_mul_ps(s, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) out[i] = w[i] * (ss * x[i]);
+}
+
+/* As the generic: the maximum and the divisions by vector, the exps and their sum in order
+ * (l2_exp_sum). Any maximum of the values gives the same x - max; a NaN anywhere makes
+ * every result NaN in both, whatever vmaxps makes of it. */
+AVX2 static void softmax(float *x, int n) {
+    __m256 m = _mm256_set1_ps(x[0]);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float lanes[8], max = x[0];
+    _mm256_storeu_ps(lanes, m);
+    for (int l = 0; l < 8; l++) max = lanes[l] > max ? lanes[l] : max;
+    for (; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = l2_exp_sum(x, n, max);
+    __m256 s = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), s));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+/* Four pairs a step: [v0 v1] * [c c] then addsub with [v1 v0] * [s s] gives the generic's
+ * v0*c - v1*s and v1*c + v0*s (the same products and sums). */
+AVX2 static void rope(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    int half = head_size / 2;
+    for (int h = 0; h < n; h += head_size) {
+        int p = 0;
+        for (; p + 4 <= half; p += 4) {
+            float *at = v + h + 2 * p;
+            __m256 a = _mm256_loadu_ps(at);
+            __m256 c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(cos_t + p)), dup);
+            __m256 s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sin_t + p)), dup);
+            __m256 swapped = _mm256_permute_ps(a, 0xb1);
+            _mm256_storeu_ps(at, _mm256_addsub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(swapped, s)));
+        }
+        for (; p < half; p++) {
+            float *at = v + h + 2 * p, v0 = at[0], v1 = at[1];
+            at[0] = v0 * cos_t[p] - v1 * sin_t[p];
+            at[1] = v0 * sin_t[p] + v1 * cos_t[p];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- the set */
 
 static int cpu_ok(void) {
@@ -423,11 +476,11 @@ const l2_kernels l2_kernels_avx2 = {
     .matvec_f16 = matvec_f16,
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
-    .rmsnorm = l2_rmsnorm_generic,
-    .softmax = l2_softmax_generic,
+    .rmsnorm = rmsnorm,
+    .softmax = softmax,
     .argmax = l2_argmax_generic,
     .silu_mul = l2_silu_mul_generic,
-    .rope = l2_rope_generic,
+    .rope = rope,
     .attn_scores_f32 = attn_scores_f32,
     .attn_scores_f16 = attn_scores_f16,
     .attn_mix_f32 = attn_mix_f32,
