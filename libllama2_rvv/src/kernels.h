@@ -85,11 +85,12 @@ void l2_attn_mix_f16_generic(float *out, const float *att, const uint16_t *v, in
                              size_t stride, int head_size);
 void l2_to_f16_generic(uint16_t *out, const float *x, int n);
 
-/* The sequential parts architecture sets share with generic, so that their results agree:
- * 1 / sqrt(mean(x^2) + 1e-5), the sum in llama2.c's order; and x[i] = exp(x[i] - max) in
- * place, returning their sum in order. */
+/* The scalar parts architecture sets share with generic, so that their results agree:
+ * 1 / sqrt(mean(x^2) + 1e-5), the sum in llama2.c's order; x[i] = exp(x[i] - max) in place,
+ * returning their sum in order; e[i] = exp(-x[i]). (libm's expf, as llama2.c calls it.) */
 float l2_rms_scale(const float *x, int n);
 float l2_exp_sum(float *x, int n, float max);
+void l2_exp_neg(float *e, const float *x, int n);
 
 /* Row-major q8 with groups over the flattened tensor (llama2.c v2 files, which may have
  * groups straddling rows), float activations. Compatibility path: generic only. */

@@ -112,6 +112,10 @@ int l2_argmax_generic(const float *x, int n) {
     return best;
 }
 
+void l2_exp_neg(float *e, const float *x, int n) {
+    for (int i = 0; i < n; i++) e[i] = expf(-x[i]);
+}
+
 void l2_silu_mul_generic(float *h, const float *g, int n) {
     for (int i = 0; i < n; i++) {
         float v = h[i];

@@ -3,8 +3,8 @@
  *
  * Vector-length agnostic (correct at any VLEN >= 128). The source stays inside what both
  * targets accept: LMUL >= 1, no policy (_tu/_mu) intrinsics, no vsext/vzext (0.7.1 lacks
- * them, and GCC turns a widening add of zero into one). SiLU is the generic kernel: its
- * cost is llama2.c's scalar expf, which stays for exact results. */
+ * them, and GCC turns a widening add of zero into one). Exps stay libm's scalar expf, as
+ * llama2.c computes them, so that softmax and SiLU give the generic's results exactly. */
 #include "kernels.h"
 #if defined(L2_RISCV_V_KERNELS)
 #include <math.h>
@@ -296,6 +296,22 @@ static void rope(float *v, int n, int head_size, const float *cos_t, const float
     }
 }
 
+/* h = h * (1 / (1 + exp(-h))) * g, as the generic: the exps by libm (l2_exp_neg) a chunk
+ * at a time, the rest by vector with the same operations (an exact division included). */
+static void silu_mul(float *h, const float *g, int n) {
+    enum { CHUNK = 64 };
+    float e[CHUNK];
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i < CHUNK ? n - i : CHUNK));
+        l2_exp_neg(e, h + i, (int)vl);
+        vfloat32m8_t r = __riscv_vfrdiv_vf_f32m8(
+            __riscv_vfadd_vf_f32m8(__riscv_vle32_v_f32m8(e, vl), 1.0f, vl), 1.0f, vl);
+        vfloat32m8_t v = __riscv_vfmul_vv_f32m8(__riscv_vle32_v_f32m8(h + i, vl), r, vl);
+        __riscv_vse32_v_f32m8(h + i, __riscv_vfmul_vv_f32m8(v, __riscv_vle32_v_f32m8(g + i, vl), vl), vl);
+        i += (int)vl;
+    }
+}
+
 /* The largest of x[0..n) and `start`, NaNs passed over (vfmax), -0 below +0: element-wise
  * over whole vectors, then one reduction (an ordered-or-not FP reduction costs the C906
  * ~3 cycles per element, ten times an element-wise max). */
@@ -366,7 +382,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
-    .silu_mul = l2_silu_mul_generic,
+    .silu_mul = silu_mul,
     .rope = rope,
     .attn_scores_f32 = attn_scores_f32,
     .attn_scores_f16 = attn_scores_f16,

@@ -13,8 +13,7 @@
  * - the attention mix is element-wise, a multiply then an add.
  * FMA is deliberately not enabled (nor checked for): with it a compiler given
  * -ffp-contract=fast could fuse a multiply and an add and break the equality. RMSNorm's and
- * softmax's sums stay sequential (shared with generic); SiLU is the generic kernel, its cost
- * being llama2.c's scalar expf. */
+ * softmax's sums stay sequential, and exps stay libm's expf (both shared with generic). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -439,6 +438,21 @@ AVX2 static void softmax(float *x, int n) {
     for (; i < n; i++) x[i] /= sum;
 }
 
+/* h = h * (1 / (1 + exp(-h))) * g, as the generic: the exps by libm (l2_exp_neg), the rest
+ * eight at a time with the same operations. */
+AVX2 static void silu_mul(float *h, const float *g, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    float e[8];
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        l2_exp_neg(e, h + i, 8);
+        __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_loadu_ps(e)));
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(h + i), r);
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(v, _mm256_loadu_ps(g + i)));
+    }
+    l2_silu_mul_generic(h + i, g + i, n - i);
+}
+
 /* Four pairs a step: [v0 v1] * [c c] then addsub with [v1 v0] * [s s] gives the generic's
  * v0*c - v1*s and v1*c + v0*s (the same products and sums). */
 AVX2 static void rope(float *v, int n, int head_size, const float *cos_t, const float *sin_t) {
@@ -479,7 +493,7 @@ const l2_kernels l2_kernels_avx2 = {
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = l2_argmax_generic,
-    .silu_mul = l2_silu_mul_generic,
+    .silu_mul = silu_mul,
     .rope = rope,
     .attn_scores_f32 = attn_scores_f32,
     .attn_scores_f16 = attn_scores_f16,
