@@ -173,14 +173,30 @@ static vfloat32m4_t f16_to_f32m4(vuint16m2_t h, size_t vl) {
     return __riscv_vfwcvt_f_f_v_f32m4(__riscv_vreinterpret_v_u16m2_f16m2(h), vl);
 }
 
+/* f32 or f16 (`f16`, a constant after inlining) elements as f32: vl of them from a + at,
+ * `stride` elements apart (1: consecutive) */
+static inline __attribute__((always_inline)) vfloat32m4_t load_f32(const void *a, size_t at,
+                                                                   size_t stride, int f16,
+                                                                   size_t vl) {
+    if (f16) {
+        const uint16_t *h = (const uint16_t *)a + at;
+        return f16_to_f32m4(stride == 1 ? __riscv_vle16_v_u16m2(h, vl)
+                                         : __riscv_vlse16_v_u16m2(h, (ptrdiff_t)(stride * 2), vl),
+                            vl);
+    }
+    const float *f = (const float *)a + at;
+    return stride == 1 ? __riscv_vle32_v_f32m4(f, vl)
+                       : __riscv_vlse32_v_f32m4(f, (ptrdiff_t)(stride * 4), vl);
+}
+
 /* sums[j] = sum over i < n, in order, of a[j * stride + i] * b[i], for j < count */
-static void dots_f32(float *sums, const float *a, size_t stride, const float *b, int n, int count) {
+static inline __attribute__((always_inline)) void dots(float *sums, const void *a, size_t stride,
+                                                       const float *b, int n, int count, int f16) {
     for (int j = 0; j < count;) {
         size_t vl = __riscv_vsetvl_e32m4((size_t)(count - j));
-        const float *aj = a + (size_t)j * stride;
         vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int i = 0; i < n; i++) {
-            vfloat32m4_t col = __riscv_vlse32_v_f32m4(aj + i, (ptrdiff_t)(stride * 4), vl);
+            vfloat32m4_t col = load_f32(a, (size_t)j * stride + (size_t)i, stride, f16, vl);
             acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(col, b[i], vl), vl);
         }
         __riscv_vse32_v_f32m4(sums + j, acc, vl);
@@ -188,26 +204,12 @@ static void dots_f32(float *sums, const float *a, size_t stride, const float *b,
     }
 }
 
-static void dots_f16(float *sums, const uint16_t *a, size_t stride, const float *b, int n, int count) {
-    for (int j = 0; j < count;) {
-        size_t vl = __riscv_vsetvl_e32m4((size_t)(count - j));
-        const uint16_t *aj = a + (size_t)j * stride;
-        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
-        for (int i = 0; i < n; i++) {
-            vuint16m2_t col = __riscv_vlse16_v_u16m2(aj + i, (ptrdiff_t)(stride * 2), vl);
-            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(f16_to_f32m4(col, vl), b[i], vl), vl);
-        }
-        __riscv_vse32_v_f32m4(sums + j, acc, vl);
-        j += (int)vl;
-    }
-}
-
 static void matvec_f32(float *out, const float *w, const float *x, int rows, int cols) {
-    dots_f32(out, w, (size_t)cols, x, cols, rows);
+    dots(out, w, (size_t)cols, x, cols, rows, 0);
 }
 
 static void matvec_f16(float *out, const uint16_t *w, const float *x, int rows, int cols) {
-    dots_f16(out, w, (size_t)cols, x, cols, rows);
+    dots(out, w, (size_t)cols, x, cols, rows, 1);
 }
 
 static void divide(float *att, float d, int n) {
@@ -220,26 +222,27 @@ static void divide(float *att, float d, int n) {
 
 static void attn_scores_f32(float *att, const float *q, const float *k, int n_pos, size_t stride,
                             int head_size) {
-    dots_f32(att, k, stride, q, head_size, n_pos);
+    dots(att, k, stride, q, head_size, n_pos, 0);
     divide(att, sqrtf((float)head_size), n_pos);
 }
 
 static void attn_scores_f16(float *att, const float *q, const uint16_t *k, int n_pos,
                             size_t stride, int head_size) {
-    dots_f16(att, k, stride, q, head_size, n_pos);
+    dots(att, k, stride, q, head_size, n_pos, 1);
     divide(att, sqrtf((float)head_size), n_pos);
 }
 
 /* out += a_t * v_t, element-wise with a separate multiply and add: bitwise equal to generic.
  * LMUL 4 here and in the dot products: on the C906 an op costs 4 cycles up to LMUL 2, 8 at 4,
  * so the wider groups cost the same per element in half the instructions and loop steps. */
-static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
-                         int head_size) {
+static inline __attribute__((always_inline)) void mix(float *out, const float *att,
+                                                      const void *v, int n_pos, size_t stride,
+                                                      int head_size, int f16) {
     for (int i = 0; i < head_size;) {
         size_t vl = __riscv_vsetvl_e32m4((size_t)(head_size - i));
         vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
         for (int t = 0; t < n_pos; t++) {
-            vfloat32m4_t vt = __riscv_vle32_v_f32m4(v + (size_t)t * stride + i, vl);
+            vfloat32m4_t vt = load_f32(v, (size_t)t * stride + (size_t)i, 1, f16, vl);
             acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(vt, att[t], vl), vl);
         }
         __riscv_vse32_v_f32m4(out + i, acc, vl);
@@ -247,18 +250,14 @@ static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos
     }
 }
 
+static void attn_mix_f32(float *out, const float *att, const float *v, int n_pos, size_t stride,
+                         int head_size) {
+    mix(out, att, v, n_pos, stride, head_size, 0);
+}
+
 static void attn_mix_f16(float *out, const float *att, const uint16_t *v, int n_pos,
                          size_t stride, int head_size) {
-    for (int i = 0; i < head_size;) {
-        size_t vl = __riscv_vsetvl_e32m4((size_t)(head_size - i));
-        vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.0f, vl);
-        for (int t = 0; t < n_pos; t++) {
-            vfloat32m4_t vt = f16_to_f32m4(__riscv_vle16_v_u16m2(v + (size_t)t * stride + i, vl), vl);
-            acc = __riscv_vfadd_vv_f32m4(acc, __riscv_vfmul_vf_f32m4(vt, att[t], vl), vl);
-        }
-        __riscv_vse32_v_f32m4(out + i, acc, vl);
-        i += (int)vl;
-    }
+    mix(out, att, v, n_pos, stride, head_size, 1);
 }
 
 /* out = w * (ss * x), as the generic: the sum of squares in order (l2_rms_scale), then the
