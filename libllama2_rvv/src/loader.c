@@ -157,13 +157,14 @@ static void matrix_shape(const l2_model *m, int which, int32_t *rows, int32_t *c
     *cols = shapes[which][1];
 }
 
-/* f32 matrices stored as (n_layers, rows, cols) blocks in WQ..W3 order (v0 and v1). */
-static void take_f32_layers(cursor *cur, l2_model *m) {
-    for (int w = 0; w < N_MATS; w++) {
+/* Matrices first..last (WQ..W3 order) of llama2.c files, each stored as one
+ * (n_layers, rows, cols) block. */
+static void take_layers(cursor *cur, l2_model *m, int first, int last, l2_type type, int32_t gs) {
+    for (int w = first; w <= last; w++) {
         int32_t rows, cols;
         matrix_shape(m, w, &rows, &cols);
         for (int l = 0; l < m->info.n_layers; l++)
-            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
+            take_matrix(cur, layer_matrix(&m->layers[l], w), type, rows, cols, gs);
     }
 }
 
@@ -182,19 +183,9 @@ static void load_v0(l2_model *m, cursor *cur) {
     take_matrix(cur, &m->token_embedding, L2_TYPE_F32, c->vocab_size, c->dim, 0);
     take_rms(cur, m, 0);
     /* v0 interleaves the rms_ffn weights between wo and w1 */
-    for (int w = WQ; w <= WO; w++) {
-        int32_t rows, cols;
-        matrix_shape(m, w, &rows, &cols);
-        for (int l = 0; l < c->n_layers; l++)
-            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
-    }
+    take_layers(cur, m, WQ, WO, L2_TYPE_F32, 0);
     take_rms(cur, m, 1);
-    for (int w = W1; w <= W3; w++) {
-        int32_t rows, cols;
-        matrix_shape(m, w, &rows, &cols);
-        for (int l = 0; l < c->n_layers; l++)
-            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_F32, rows, cols, 0);
-    }
+    take_layers(cur, m, W1, W3, L2_TYPE_F32, 0);
     m->rms_final = take_f32(cur, dim);
     uint64_t rope_bytes = 4 * (uint64_t)c->seq_len * (uint64_t)m->head_size;
     if (c->shared_classifier) {
@@ -214,7 +205,7 @@ static void load_v1(l2_model *m, cursor *cur) {
     take_rms(cur, m, 1);
     m->rms_final = take_f32(cur, (uint64_t)c->dim);
     take_matrix(cur, &m->token_embedding, L2_TYPE_F32, c->vocab_size, c->dim, 0);
-    take_f32_layers(cur, m);
+    take_layers(cur, m, WQ, W3, L2_TYPE_F32, 0);
     if (!c->shared_classifier)
         take_matrix(cur, &m->wcls, L2_TYPE_F32, c->vocab_size, c->dim, 0);
 }
@@ -238,12 +229,7 @@ static l2_status load_v2(l2_model *m, cursor *cur, const char *path, l2_error *e
         return l2_fail(err, L2_ERR_FORMAT, "%s: the embedding is not a whole number of groups of %d",
                        path, gs);
     take_matrix(cur, &m->token_embedding, L2_TYPE_Q8_FLAT, c->vocab_size, c->dim, gs);
-    for (int w = 0; w < N_MATS; w++) {
-        int32_t rows, cols;
-        matrix_shape(m, w, &rows, &cols);
-        for (int l = 0; l < c->n_layers; l++)
-            take_matrix(cur, layer_matrix(&m->layers[l], w), L2_TYPE_Q8_FLAT, rows, cols, gs);
-    }
+    take_layers(cur, m, WQ, W3, L2_TYPE_Q8_FLAT, gs);
     if (!c->shared_classifier)
         take_matrix(cur, &m->wcls, L2_TYPE_Q8_FLAT, c->vocab_size, c->dim, gs);
     return L2_OK;
