@@ -63,8 +63,7 @@ uint16_t l2_f32_to_f16(float f) {
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
     uint32_t absx = x & 0x7fffffffu;
     if (absx > 0x7f800000u) return 0x7e00u;  /* NaN: the canonical quiet NaN (RISC-V's) */
-    if (absx == 0x7f800000u) return sign | 0x7c00u;
-    if (absx >= 0x477ff000u) return sign | 0x7c00u;          /* rounds to >= 65520: inf */
+    if (absx >= 0x477ff000u) return sign | 0x7c00u;          /* inf, or rounds to >= 65520 */
     if (absx < 0x38800000u) {                                /* result is subnormal or zero */
         if (absx < 0x33000000u) return sign;                 /* below half the smallest subnormal */
         uint32_t e = absx >> 23;
