@@ -12,6 +12,7 @@
 
 #include "common.h"
 
+#if !defined(__riscv_xtheadvector)
 /* The q8 matrix-vector product, where a stories15M token spends nearly all its time.
  * Per block of 32 rows and per group: a column (32 int8, one e8m2 register group) times the
  * scalar activation x[c] gives 16-bit products; two columns' products fit 16 bits
@@ -113,17 +114,101 @@ static inline __attribute__((always_inline)) void q8_blocks(
 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                       const float *xs, int rows, int cols, int gs) {
     int groups = (cols + gs - 1) / gs;
-    /* GCC's XTheadVector code copies each part out of the loaded group (th.vmv.v.v), which
-     * costs more than the loads it saves: the C906 loads column by column */
-#if defined(__riscv_xtheadvector)
-    int one_load = 0;
-#else
     int one_load = __riscv_vsetvlmax_e8m2() == L2_Q8_BLOCK_ROWS;
-#endif
     if (gs % 8) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, one_load, 1);
     else if (one_load) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 1, 0);
     else q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 0, 0);
 }
+
+#else
+/* The C906's q8 product, written in XTheadVector assembly: GCC's code for the intrinsics above
+ * copies registers around the widening multiply-adds and spills vector registers, and a spill
+ * reads vlenb, which the C906 lacks (it traps). By hand the step fits the 32 registers
+ * exactly: four block columns in v0-v7 (e8m2), four pair products in v8, v12, v24, v28
+ * (e16m4) and the group sums in v16-v23 (e32m8). Every vsetvli names its vl (32 rows),
+ * because in RVV 0.7.1 `vsetvli zero, zero` sets vl to VLMAX rather than keeping it.
+ * Same arithmetic, same order as the intrinsics: bitwise equal to generic. */
+
+/* v8/v12/v24/v28 = pair products of eight columns at wq (advanced past them), activations at x */
+#define XT_PRODUCTS8                                                                         \
+    "th.vsetvli zero, %[br], e8, m2, d1\n"                                                  \
+    "th.vle.v v0, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v2, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v4, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v6, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "lb %[a], 0(%[x])\n lb %[b], 1(%[x])\n"                                                \
+    "th.vwmul.vx v8, v0, %[a]\n th.vwmacc.vx v8, %[b], v2\n"                               \
+    "lb %[a], 2(%[x])\n lb %[b], 3(%[x])\n"                                                \
+    "th.vwmul.vx v12, v4, %[a]\n th.vwmacc.vx v12, %[b], v6\n"                             \
+    "th.vle.v v0, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v2, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v4, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "th.vle.v v6, (%[wq])\n addi %[wq], %[wq], 32\n"                                       \
+    "lb %[a], 4(%[x])\n lb %[b], 5(%[x])\n"                                                \
+    "th.vwmul.vx v24, v0, %[a]\n th.vwmacc.vx v24, %[b], v2\n"                             \
+    "lb %[a], 6(%[x])\n lb %[b], 7(%[x])\n"                                                \
+    "th.vwmul.vx v28, v4, %[a]\n th.vwmacc.vx v28, %[b], v6\n"                             \
+    "addi %[x], %[x], 8\n"                                                                  \
+    "th.vsetvli zero, %[br], e16, m4, d1\n"
+
+/* One block of 32 rows times one group of gs = 8 * steps columns: out[0..n) = (g ? out : 0)
+ * + float(group sums) * ws * xs. Returns wq advanced past the group. */
+static const int8_t *q8_group_xthead(float *out, const int8_t *wq, const float *ws,
+                                     const int8_t *x, float xs, long steps, long n, long g) {
+    long a, b;
+    __asm__ volatile(
+        XT_PRODUCTS8  /* the first eight columns start the sums */
+        "th.vwadd.vv v16, v8, v12\n"
+        "th.vwadd.wv v16, v16, v24\n"
+        "th.vwadd.wv v16, v16, v28\n"
+        "addi %[steps], %[steps], -1\n"
+        "beqz %[steps], 2f\n"
+        "1:\n"
+        XT_PRODUCTS8
+        "th.vwadd.wv v16, v16, v8\n"
+        "th.vwadd.wv v16, v16, v12\n"
+        "th.vwadd.wv v16, v16, v24\n"
+        "th.vwadd.wv v16, v16, v28\n"
+        "addi %[steps], %[steps], -1\n"
+        "bnez %[steps], 1b\n"
+        "2:\n"
+        "th.vsetvli zero, %[n], e32, m8, d1\n"
+        "th.vfcvt.f.x.v v16, v16\n"
+        "th.vle.v v0, (%[ws])\n"
+        "th.vfmul.vv v16, v16, v0\n"
+        "th.vfmul.vf v16, v16, %[xs]\n"
+        "beqz %[g], 3f\n"
+        "th.vle.v v8, (%[out])\n"
+        "th.vfadd.vv v16, v8, v16\n"
+        "3:\n"
+        "th.vse.v v16, (%[out])\n"
+        : [wq] "+r"(wq), [x] "+r"(x), [steps] "+r"(steps), [a] "=&r"(a), [b] "=&r"(b)
+        : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
+          [out] "r"(out), [g] "r"(g)
+        : "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",
+          "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23",
+          "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31", "vl", "vtype");
+    return wq;
+}
+#undef XT_PRODUCTS8
+
+/* Groups of 8k columns (l2convert's choices) in assembly; other group sizes, which only a
+ * hand-made file has, by the generic kernel. */
+static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    if (gs % 8) {
+        l2_matvec_q8_generic(out, wq, ws, xq, xs, rows, cols, gs);
+        return;
+    }
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
+        long n = rows - r0 < BR ? rows - r0 : BR;
+        for (int g = 0; g < groups; g++, ws += BR)
+            wq = q8_group_xthead(out, wq, ws, xq + (size_t)g * (size_t)gs, xs[g], gs / 8, n, g);
+    }
+}
+#endif
 
 /* Per group: scale = max|x| / 127, q = round-to-nearest-even(x / scale) computed as
  * x * (1 / scale), exactly as the generic kernel; the int8 results are bitwise equal. */
