@@ -275,6 +275,15 @@ def write_tokenizer_bin(path: str | os.PathLike[str], pieces: list[bytes], score
         f.writelines(struct.pack("<fi", s, len(p)) + p for p, s in zip(pieces, scores, strict=True))
 
 
+def write_id_tokenizer(path: str | os.PathLike[str], vocab_size: int) -> None:
+    """A tokenizer for models whose own is not available (stories260K's tok512.bin): llama2.c's
+    three specials and 256 byte pieces, then " #ID" for every other id, so that decoded text
+    names each token: equal outputs mean equal token ids. A prompt encodes to byte pieces."""
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n", *(b"<0x%02X>" % b for b in range(256))]
+    pieces += [b" #%d" % i for i in range(len(pieces), vocab_size)]
+    write_tokenizer_bin(path, pieces, [0.0] * len(pieces))
+
+
 # ----------------------------------------------------------------------------- reader
 
 

@@ -236,37 +236,12 @@ def test_environment_note():
     print(ver[0] if ver else "?", "| vector cpu:", targets()[1].cpu, "| env:", os.environ.get("CI"))
 
 
-# ----------------------------------------------------------------------------- C906 build
-
-def test_c906_build_uses_xtheadvector():
-    """The Milk-V Duo build (GCC >= 14, -march=rv64gc_xtheadvector) compiles warning-free,
-    links static, and its kernels are XTheadVector code: QEMU has no XTheadVector, so this
-    build cannot run here (on the board: build/c906/bin/test_kernels). Skipped, with the
-    reason, where no GCC 14 is installed (scripts/install-gcc14-riscv, run by CI)."""
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "cross-build"), "c906"], cwd=REPO,
-                          capture_output=True, text=True, errors="replace")
-    if proc.returncode == 77:
-        pytest.skip(proc.stderr.strip())
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-    bins = REPO / "build" / "c906" / "bin"
-    for name in ("l2run", "l2convert", *C_TESTS):
-        head = (bins / name).read_bytes()[:64]
-        assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 243, name
-    local = REPO / "build" / "toolchains" / "bin" / "riscv64-linux-gnu-objdump"
-    objdump = str(local) if local.exists() else "riscv64-linux-gnu-objdump"
-    dis = subprocess.run([objdump, "-d", "--no-show-raw-insn", "build/c906/bin/l2run"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    if "th.v" not in dis:
-        pytest.skip(f"{objdump} does not decode XTheadVector (binutils >= 2.42 does)")
-    segments = dis.split("\n\n")
-    kernel = next(s for s in segments if "<matvec_q8>:" in s)
-    assert "th.vwmacc.vx" in kernel and "th.vwadd.wv" in kernel, kernel[:2000]
-    assert "interp" not in subprocess.run([objdump, "-h", "build/c906/bin/l2run"], cwd=REPO,
-                                          capture_output=True, text=True).stdout  # static
+# ----------------------------------------------------------------------------- board kit
 
 
 def test_bundle_packs_what_a_board_needs(cross_bins):
-    """scripts/bundle rv64gc: static binaries (test_kernels too), the board README, a size."""
+    """scripts/bundle rv64gc: static binaries (test_kernels and selfcheck too), the board
+    README, a size. (The c906 kit's self-check runs in test_c906.py.)"""
     proc = subprocess.run(["bash", str(REPO / "scripts" / "bundle"), "rv64gc"], cwd=REPO,
                           capture_output=True, text=True, errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -274,8 +249,8 @@ def test_bundle_packs_what_a_board_needs(cross_bins):
     with tarfile.open(archive) as tar:
         names = {Path(m.name).name: m for m in tar.getmembers()}
         readme = tar.extractfile(names["README-board.txt"]).read().decode()  # type: ignore[union-attr]
-    for exe in ("l2run", "l2convert", "test_kernels"):
+    for exe in ("l2run", "l2convert", "test_kernels", "selfcheck"):
         assert exe in names and names[exe].mode & 0o111, exe
-    assert "./test_kernels" in readme and "./l2run" in readme, readme
+    assert "./selfcheck" in readme and "./l2run" in readme, readme
     assert f"{archive.stat().st_size} bytes" in proc.stdout, proc.stdout
     assert "free memory the board needs" in proc.stdout, proc.stdout
