@@ -23,8 +23,8 @@ from typing import IO, Protocol
 from storyteller import __version__, bench, config, models
 from storyteller.engine import Model, Session, Tokenizer, kernel_names, printable_piece
 from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
-from storyteller.safety import Blocklist, check_topic
-from storyteller.story import StoryOptions, Storyteller, normalize_topic
+from storyteller.safety import Blocklist
+from storyteller.story import StoryOptions, Storyteller, accept_topic
 
 EXIT_OK, EXIT_FAIL, EXIT_REFUSED = 0, 1, 3
 
@@ -72,6 +72,8 @@ def _write(out: IO[bytes], data: bytes) -> None:
 
 
 def cmd_tell(args: argparse.Namespace) -> int:
+    """Prints, and gives the speaker, exactly the sentences Storyteller.tell() yields: text
+    through storyteller.safety's gate, the same on the screen and aloud."""
     settings = _settings(args)
     s, g = settings.story, settings.generation
     options = StoryOptions(
@@ -82,7 +84,7 @@ def cmd_tell(args: argparse.Namespace) -> int:
         retries=s.retries, max_topic_chars=s.max_topic_chars, closing=s.closing)
     topic = " ".join(args.topic)
     blocklist = Blocklist.load(settings.safety.blocklist)
-    check_topic(normalize_topic(topic, options.max_topic_chars), blocklist)  # before loading a model
+    accept_topic(topic, blocklist, options.max_topic_chars)  # refused before a model is loaded
     speaker = _speaker(args) if args.speak or args.wav else None
     mpath, tpath = _paths(args, settings)
     session = _open(mpath, tpath, settings, args.context or settings.model.context, args.kv, None)

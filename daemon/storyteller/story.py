@@ -6,9 +6,15 @@ templates (a character, a place, anything else), with a name (the topic's own, "
 Tom" -> Tom, or one picked for it), and the model goes on from there.
 
 A story ends at the model's end (BOS, EOS), at "The end.", or at the sentence budget,
-and only complete sentences are told. Every generated sentence passes the word filter
-first: a blocked one is generated again from the accepted text with another seed (up to
-`retries` times), or the story ends without it. Nothing here knows about audio.
+and only complete sentences are told. Nothing here knows about audio.
+
+What is told passes storyteller.safety's gate, all of it: the topic (accept_topic), the
+opening built from it, every generated sentence, and the whitespace between them. Every
+Sentence that tell() yields is gated text: safety.clean() of what the model wrote, with no
+listed word in it. A topic is refused (TopicRefusedError) when it, or the opening made from
+it, does not pass; a generated sentence that does not (a listed word, or characters the gate
+had to drop) is generated again from the accepted text with another seed (up to `retries`
+times), or the story ends without it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 
 from storyteller.engine import Session
 from storyteller.errors import ContextFullError, TopicError
-from storyteller.safety import Blocklist, check_topic
+from storyteller.safety import Blocklist, check_topic, clean, gate, refuse
 from storyteller.sentences import Sentence, split_stream, split_text
 
 
@@ -86,9 +92,10 @@ class Topic:
 
 
 def normalize_topic(topic: str, max_chars: int = 80) -> str:
-    """The topic cleaned of lead-ins ("tell me a story about"), extra spaces and final
-    punctuation. Raises TopicError when it is empty or longer than max_chars."""
-    text = " ".join(topic.split())
+    """The topic through safety.clean(), without lead-ins ("tell me a story about"), extra
+    spaces and final punctuation. Raises TopicError when it is empty or longer than max_chars.
+    It is not checked: accept_topic() is normalize_topic() and safety.check_topic()."""
+    text = clean(topic)
     if len(text) > max_chars:
         raise TopicError(f"the topic is {len(text)} characters long; keep it under {max_chars} "
                          '(for example "a brave little dragon")')
@@ -96,6 +103,12 @@ def normalize_topic(topic: str, max_chars: int = 80) -> str:
     if not any(ch.isalpha() for ch in text):
         raise TopicError('tell me what the story is about (for example "a brave little dragon")')
     return text
+
+
+def accept_topic(topic: str, blocklist: Blocklist, max_chars: int = 80, rng: random.Random | None = None) -> str:
+    """The topic as a story can use it (clean and normalized), or TopicRefusedError (kind,
+    with another topic offered: safety.check_topic) or TopicError (empty, too long)."""
+    return normalize_topic(check_topic(topic, blocklist, rng), max_chars)
 
 
 def parse_topic(topic: str) -> Topic:
@@ -170,6 +183,11 @@ def opening(topic: str, rng: random.Random) -> str:
     return f"Once upon a time, there was a little {kid} named {name}. {name} loved {phrase}."
 
 
+def _spacing(prefix: str) -> str:
+    """The whitespace before a sentence as it is printed: a paragraph break or one space."""
+    return "\n" * prefix.count("\n") or (" " if prefix else "")
+
+
 _THE_END = re.compile(r"^\W*the\s+end\W*$", re.I)
 
 
@@ -195,13 +213,15 @@ class Storyteller:
         """The story's sentences, each as soon as it is complete and checked.
 
         Raises (before anything is generated) TopicError for an empty or too long topic and
-        TopicRefusedError for a topic that is not for children.
+        TopicRefusedError for a topic, or the opening made from it, that is not for children.
         """
         o = self.options
-        topic = normalize_topic(topic, o.max_topic_chars)
         rng = random.Random(o.seed) if o.seed else random.Random()
-        check_topic(topic, self.blocklist, rng)
-        return self._tell(opening(topic, rng), rng)
+        topic = accept_topic(topic, self.blocklist, o.max_topic_chars, rng)
+        first = gate(opening(topic, rng), self.blocklist, topic=True)
+        if not first.ok:
+            raise refuse(rng)
+        return self._tell(first.text, rng)
 
     def cancel(self) -> None:
         """Stops the story before its next token (thread-safe): nothing more is told."""
@@ -229,13 +249,15 @@ class Storyteller:
             except ContextFullError:
                 break
             blocked = False
-            for sentence in split_stream(pieces):
+            for raw in split_stream(pieces):
                 if self._stop.is_set():
                     break
-                if self.blocklist.find(sentence.text) is not None:
-                    self.blocked.append(sentence.text)
+                g = gate(raw.text, self.blocklist)
+                if not g.ok:
+                    self.blocked.append(raw.text)
                     blocked = True
                     break
+                sentence = Sentence(g.text, _spacing(raw.prefix))
                 yield sentence
                 told += 1
                 failures = 0
@@ -252,4 +274,4 @@ class Storyteller:
             if failures > o.retries:
                 break  # drop the sentence: end the story before it
         if not ended and o.closing and not self._stop.is_set():
-            yield Sentence(o.closing, " ")
+            yield Sentence(clean(o.closing), " ")

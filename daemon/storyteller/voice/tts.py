@@ -6,6 +6,12 @@ WAV file, while the story is still being written.
     sink.close()                                        # waits until everything is spoken and written
     sink.stop()                                         # or: drop the queue, cut the speech off now
 
+say() passes every text through storyteller.safety.clean() before any engine sees it, so
+no espeak-ng markup gets through: no "[[...]]" (espeak-ng's command always reads it as
+phonemes: "[[S'It]]" is a swear word), no SSML (never turned on: no -m, and "<", ">" are
+gone too), no control characters (\x01 starts an espeak-ng command), no emoji (read out by
+name).
+
 A worker thread takes the sentences in order as they arrive. For a WAV file each sentence is
 synthesized to a scratch WAV and its frames appended to the one output file (one header, the
 same format checked sentence by sentence). Nothing here knows about models or stories.
@@ -33,7 +39,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +53,7 @@ from types import TracebackType
 from typing import IO, Any, Protocol, TextIO, cast
 
 from storyteller.errors import StorytellerError
+from storyteller.safety import clean
 
 DEFAULT_RATE = 160  # words per minute: a calm bedtime pace (espeak-ng's own default is 175)
 PROBE_S = 0.5  # the empty-utterance probe: a missing device fails within ~50 ms, a working one drains
@@ -57,8 +63,6 @@ STOP_WAIT_S = 0.5  # how long stop() waits for the worker to wind down (it alway
 PLAYERS = (("aplay", "-q"), ("paplay",), ("pw-play",))  # for pyttsx3's files, first found on PATH
 PYTTSX3_PIECE_CHARS = 400  # pyttsx3 crashes on very long utterances: longer text is synthesized in pieces
 EMPTY_WAV_FORMAT = (1, 2, 22050)  # a WAV with no sentence: espeak-ng's format (mono, 16-bit, 22.05 kHz)
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SpeechError(StorytellerError):
@@ -178,7 +182,9 @@ class _Backend(Protocol):
 class _EspeakNg:
     """The espeak-ng command: `-w FILE --stdin` per sentence for WAV files; for speaking, one
     process reading a sentence per line from its stdin (no gap to start a process and open
-    the device for each sentence), its stderr watched for the sound device's errors."""
+    the device for each sentence), its stderr watched for the sound device's errors. Text
+    is plain text: no -m (SSML) is ever passed; "[[" phonemes cannot be turned off, which is
+    why say() removes the brackets."""
 
     name = "espeak-ng"
     speaks_files = False
@@ -491,8 +497,8 @@ class Sink:
         self._thread.start()
 
     def say(self, text: str) -> None:
-        """Queues one sentence (returns at once). Raises the worker's error if it failed;
-        after stop() the text is dropped."""
+        """Queues one sentence, as storyteller.safety.clean() makes it (returns at once).
+        Raises the worker's error if it failed; after stop() the text is dropped."""
         if self._error is not None:
             self._error_told = True
             raise self._error
@@ -500,7 +506,7 @@ class Sink:
             return
         if self._closed:
             raise SpeechError("text-to-speech: say() after close()")
-        text = " ".join(_CONTROL.sub(" ", text).split())
+        text = clean(text)
         if text:
             self._queue.put(text)
 
