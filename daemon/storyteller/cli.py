@@ -3,7 +3,7 @@
     storyteller tell "a brave little dragon"      a story, printed as it is told
     storyteller run model.bin -n 256 -i "Once"    l2run's flags, defaults and output
     storyteller bench                             tok/s, time to first token, memory
-    storyteller models list | fetch NAME | convert IN OUT --type q8 | info FILE
+    storyteller models list | fetch NAME [--from URL|PATH] | convert IN OUT --type q8 | info FILE
 
 Settings come from etc/storyteller.toml (config.py says where it is looked for); options
 given here override them. Failures are one line on stderr, never a traceback. Exit status:
@@ -240,7 +240,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    path = models.fetch(args.name, _models_dir(args), args.type)
+    path = models.fetch(args.name, _models_dir(args), args.type, source=args.source)
     print(path)
     return EXIT_OK
 
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     mf = msub.add_parser("fetch", parents=[common, dirs], help="download a model and convert it")
     mf.add_argument("name", help="stories260K, stories15M, stories42M, stories110M, tokenizer, tok512")
     mf.add_argument("--type", choices=("q8", "f16", "f32"), default="q8", help="packed type (default q8)")
+    mf.add_argument("--from", dest="source", metavar="URL|PATH", help="get it from a mirror (a folder, or a URL "
+                    "ending in /) or from the file itself, instead of the manifest's URL")
     mf.set_defaults(func=cmd_models_fetch)
     mc = msub.add_parser("convert", parents=[common], help="any model file -> the packed format")
     mc.add_argument("input")
