@@ -172,6 +172,39 @@ def test_no_cfi_uses_vlenb(c906_bins):
         assert not re.search(r"DW_CFA_(val_)?expression|vlenb", frames), exe
 
 
+# ----------------------------------------------------------------------------- counting
+
+SELFTEST_071_EXPECTED = {"total_insns": 5024, "scalar_insns": 2006, "vector_insns": 3018,
+                         "vset_insns": 5, "vector_mem_insns": 1002, "vector_mem_cycles": 4020,
+                         "vector_alu_insns": 1007, "vector_alu_cycles": 4072,
+                         "vector_red_insns": 1004, "vector_red_cycles": 5150,
+                         "vector_cycles": 13247, "scalar_cycles": 2006,
+                         "est_total_cycles": 15253, "unlogged_execs": 0}
+
+
+def test_tb_log_mix_selftest_0_7_1(c906_bins, emulator, tmp_path):
+    """scripts/qemu-plugin/tb_log_mix.c replaying QEMU 5.2's log of a known 0.7.1 mix
+    (selftest-0.7.1.S: 0.7.1's vtype layout, loads and funct6 values) gives its counts."""
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "qemu-plugin" / "build")], cwd=REPO,
+                          capture_output=True, text=True)
+    tb_log_mix = REPO / "build" / "qemu-plugin" / "tb_log_mix"
+    if not tb_log_mix.exists():
+        pytest.fail(f"scripts/qemu-plugin/build did not make tb_log_mix:\n{proc.stderr}")
+    exe = REPO / "build" / "selftest-0.7.1"
+    subprocess.run([tool("gcc-15"), "-march=rv64gc_xtheadvector", "-nostdlib", "-static", "-o",
+                    str(exe.relative_to(REPO)), "scripts/qemu-plugin/selftest-0.7.1.S"],
+                   cwd=REPO, check=True)
+    log, out = tmp_path / "log", tmp_path / "mix.txt"
+    os.mkfifo(log)
+    with subprocess.Popen([str(emulator), "-cpu", CPU_071, "-d", "in_asm,exec,nochain", "-D",
+                           str(log), str(exe)]) as qemu, open(log, "rb") as src:
+        subprocess.run([str(tb_log_mix), "spec=v0.7.1", f"out={out}"], stdin=src, check=True,
+                       timeout=60)
+        assert qemu.wait(timeout=60) == 0
+    got = {k: int(v) for k, v in (ln.split() for ln in out.read_text().splitlines())}
+    assert got == SELFTEST_071_EXPECTED
+
+
 # ----------------------------------------------------------------------------- l2run streams
 
 STREAM_RUNS = {"greedy": ("-t", "0"), "topp": ("-t", "0.8", "-p", "0.9", "-s", "42")}

@@ -228,6 +228,33 @@ def test_insn_mix_plugin_selftest(tmp_path):
     assert got == SELFTEST_EXPECTED
 
 
+def test_log_replay_counts_what_the_plugin_counts(cross_bins, tmp_path):
+    """tb_log_mix (used for the c906 build under QEMU 5.2, which has no plugins) replays QEMU's
+    execution log; on an RVV 1.0 run under QEMU 7.2 it must count exactly what the plugin
+    counts in the same run (instructions, vector categories and estimated cycles)."""
+    plugin = REPO / "build" / "qemu-plugin" / "libinsn_mix.so"
+    tb_log_mix = REPO / "build" / "qemu-plugin" / "tb_log_mix"
+    if not plugin.exists() or not tb_log_mix.exists():
+        pytest.skip("build/qemu-plugin not built (scripts/qemu-plugin/build)")
+    model, tok = tmp_path / "model.bin", tmp_path / "tok.bin"
+    ck.write_v0(model, ck.GQA, ck.make_weights(ck.GQA, seed=3))
+    ck.write_id_tokenizer(tok, ck.GQA.vocab_size)
+    log, by_plugin, by_log = tmp_path / "log", tmp_path / "plugin.txt", tmp_path / "log.txt"
+    os.mkfifo(log)
+    with subprocess.Popen([QEMU, "-cpu", target("rv64gcv-vlen128").cpu, "-plugin",
+                           f"{plugin},out={by_plugin}", "-d", "in_asm,exec,nochain", "-D",
+                           str(log), str(cross_bins["rv64gcv"] / "l2run"), str(model), "-z",
+                           str(tok), "-n", "24", "-t", "0.9", "-s", "3"],
+                          stdout=subprocess.DEVNULL) as qemu, open(log, "rb") as src:
+        subprocess.run([str(tb_log_mix), "spec=v1.0", f"out={by_log}"], stdin=src, check=True,
+                       timeout=TIMEOUT)
+        assert qemu.wait(timeout=TIMEOUT) == 0
+    counts = [dict(ln.split() for ln in f.read_text().splitlines()) for f in (by_plugin, by_log)]
+    assert counts[1].pop("unlogged_execs") == "0"
+    assert counts[0] == counts[1]
+    assert int(counts[0]["vector_insns"]) > 10_000  # the vector kernels ran
+
+
 def test_environment_note():
     """Not a check: the QEMU used, for the log (pytest -rA shows it)."""
     if shutil.which(QEMU) is None:
