@@ -10,13 +10,14 @@ What is promised (tests/python/test_safety.py holds each promise to a test):
     2. without format characters (soft hyphens, zero-width spaces and joiners, bidi
        controls, tag characters: a word they split is one word again), combining marks
        (after canonical decomposition: "kïll" is "kill", "café" is "cafe"), private-use,
-       unassigned and surrogate code points; controls and line breaks become spaces;
+       unassigned and surrogate code points; line breaks and tabs become spaces;
     3. with every remaining letter that looks like an ASCII letter replaced by it
        (confusable skeletons after Unicode TR#39: Cyrillic "а кnife", Greek, Cherokee,
        Latin small capitals; the table is storyteller._confusables, generated from
        Unicode's confusables.txt by scripts/make-confusables);
     4. ASCII and the typographic quotes and dashes ‘ ’ “ ” – — only: anything else (letters
-       of other scripts, emoji, which espeak-ng reads out by name, other symbols) is dropped;
+       of other scripts, emoji, which espeak-ng reads out by name, other symbols) is dropped,
+       and so are control characters (as spaces: "\\x01" starts an espeak-ng command);
     5. without espeak-ng markup: "[" and "]" (espeak-ng's command reads "[[...]]" as
        phonemes, always) and "{", "}", "<", ">" (SSML, which storyteller never turns on)
        become "(" and ")"; "\\", "^", "_", "`", "|", "~" become spaces;
@@ -32,8 +33,9 @@ What is promised (tests/python/test_safety.py holds each promise to a test):
 - gate(text) is one sentence as it may be told, or why it may not: a listed word, or
   characters that had to be dropped (the sentence would be told with holes in it).
 - check_topic() refuses, kindly and offering another topic, a topic that contains a listed
-  word (either list) or anything a topic has no need of: dropped characters, or other than
-  letters, digits, spaces and ' - , . ! ? &. It returns the clean topic.
+  word (either list) or anything a topic has no need of: dropped characters, markup
+  characters (before clean() neutralises them), or other than letters, digits, spaces and
+  ' - , . ! ? &. It returns the clean topic.
 
 What is not promised: meaning. "a sharp thing to cut people" passes; the word list is the
 judge of ideas, and it knows words, not paraphrases. Nor spellings beyond those above
@@ -77,13 +79,17 @@ def _fold(text: str) -> tuple[str, str]:
             if ch.isprintable():
                 out.append(_ASCII_MAP.get(ch, ch))
             else:
-                out.append(" ")  # controls: tab, newline, espeak-ng's \x01 commands, DEL
+                out.append(" ")
+                if not ch.isspace():
+                    dropped.append(ch)  # a control character: espeak-ng's \x01 commands, DEL, ESC
             continue
         cat = unicodedata.category(ch)
         if cat[0] == "M" or cat == "Cf":
             continue  # combining marks, format characters: nothing to see, so nothing
         if cat[0] == "Z" or cat == "Cc":
             out.append(" ")
+            if cat == "Cc" and not ch.isspace():
+                dropped.append(ch)
         elif ch in TYPOGRAPHIC:
             out.append(ch)
         elif ch in _LOOKALIKES:
@@ -102,7 +108,7 @@ def clean(text: str) -> str:
 
 # ASCII look-alikes of the letters of listed words ("k1ll", "$h!t", "b0mb"), and of the
 # letters after the first a star may stand for ("f**k").
-_ALIKE = {"a": "a4@", "e": "e3", "i": "i1!l", "l": "l1i", "o": "o0", "s": "s5$", "t": "t7+"}
+_ALIKE = {"a": "a4@", "b": "b8", "e": "e3", "g": "g9", "i": "i1!l", "l": "l1i", "o": "o0", "s": "s5$", "t": "t7+"}
 _ALIKE_PAIRS = {"m": "rn", "w": "vv"}
 _JOIN = r"[-.]?"  # "gu-n", "k.nife"
 _SPELL = r"[\s.,*-]+"  # "k n i f e", "g.u.n", "k-n-i-f-e"
@@ -217,8 +223,10 @@ def refuse(rng: random.Random | None = None) -> TopicRefusedError:
 def check_topic(topic: str, blocklist: Blocklist, rng: random.Random | None = None) -> str:
     """The clean topic; raises TopicRefusedError, with a kind refusal and another topic to
     offer, when the topic contains a listed word (topic-only entries included), characters
-    the gate drops, or characters other than letters, digits, spaces and ' - , . ! ? &."""
+    the gate drops, markup characters ([ ] { } < > \\ ^ _ ` | ~), or characters other than
+    letters, digits, spaces and ' - , . ! ? &."""
     g = gate(topic, blocklist, topic=True)
-    if g.blocked is not None or g.dropped or not _TOPIC_CHARS.fullmatch(g.text):
+    markup = any(c in _ASCII_MAP for c in unicodedata.normalize("NFKC", topic))
+    if g.blocked is not None or g.dropped or markup or not _TOPIC_CHARS.fullmatch(g.text):
         raise refuse(rng)
     return g.text

@@ -261,7 +261,7 @@ class Storyteller:
                 yield sentence
                 told += 1
                 failures = 0
-                accepted += sentence.prefix + sentence.text
+                accepted += raw.prefix + raw.text  # the model goes on from its own words
                 ended = is_the_end(sentence.text)
                 if ended or told >= o.max_sentences:
                     break

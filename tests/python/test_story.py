@@ -183,3 +183,30 @@ def test_cancel_stops_the_story_before_the_next_token(tmp_path: Path, tok: Token
     t.start()
     t.join()
     assert list(story) == [] and got[1] == "Tom ran."  # no closing either
+
+
+# ----------------------------------------------------------------------------- the gate (issue 9)
+
+# After a ".", one of three sentences, equally likely: "Sue loved [[S'It]] a lot."
+# (espeak-ng phonemes: told only with the brackets made harmless), "The gu\u00adn fell." (a
+# soft hyphen inside "gun") and "Tom saw \u043aill." (Cyrillic ka): both blocked.
+TRICKS = {".": [(" Sue", 28), (" The", 28), (" Tom", 28)],
+          " Sue": [(" loved", 30)], " loved": [(" [[", 30)], " [[": [("S", 30)], "S": [("'", 30)], "'": [("It", 30)],
+          "It": [("]]", 30)], "]]": [(" a", 30)], " a": [(" lot", 30)], " lot": [(".", 30)],
+          " The": [(" gu", 30)], " gu": [("<0xC2>", 30)], "<0xC2>": [("<0xAD>", 30)], "<0xAD>": [("n", 30)],
+          "n": [(" fell", 30)], " fell": [(".", 30)],
+          " Tom": [(" saw", 30)], " saw": [(" \u043a", 30)], " \u043a": [("ill", 30)], "ill": [(".", 30)]}
+SUE = "Sue loved ((S'It)) a lot."
+
+
+def test_generated_sentences_are_told_through_the_gate(tmp_path: Path, tok: Tokenizer, blocklist: Blocklist) -> None:
+    s = session_for(tmp_path, tok, TRICKS)
+    blocked: set[str] = set()
+    told: list[str] = []
+    for seed in range(1, 6):
+        teller = Storyteller(s, blocklist, StoryOptions(seed=seed, max_sentences=6, retries=10))
+        story = [x.text for x in teller.tell("a brave little dragon")]
+        assert story[0].startswith("Once upon a time") and set(story[1:]) <= {SUE, "The end."}, story
+        blocked |= set(teller.blocked)
+        told += story
+    assert blocked == {"The gu\u00adn fell.", "Tom saw \u043aill."} and SUE in told

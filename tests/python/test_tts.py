@@ -5,13 +5,16 @@ installed, through a private null sink whose monitor records what was played."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import package_support as ps
 import pytest
@@ -259,3 +262,90 @@ def test_no_engine_at_all_is_one_line(story_model: Path, tmp_path: Path) -> None
                    "--tokenizer", ps.TOKENIZER, env=env)
     assert p.returncode == 1 and p.stderr.count("\n") == 1
     assert "text-to-speech needs espeak-ng (apt-get install espeak-ng) or pyttsx3" in p.stderr
+
+
+# ----------------------------------------------------------------------------- no markup reaches espeak-ng (issue 9)
+
+MARKUP = ["Sue loved [[S'It]].", "Tom said [[k'Il]] twice.", "<speak>Hi</speak> there.", "A cat\x01 40P ran.",
+          "A \uff3b\uff3bS'It\uff3d\uff3d cat.", "Hi \U0001f52b there."]
+FAKE_ESPEAK = """#!{python}
+import json, sys, wave
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps({{"argv": args, "stdin": sys.stdin.read()}}) + "\\n")
+if "-w" in args:
+    with wave.open(args[args.index("-w") + 1], "wb") as w:
+        w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050); w.writeframes(bytes(4410))
+"""
+
+
+def fake_espeak(d: Path) -> tuple[Path, Path]:
+    """A folder with an `espeak-ng` that records its arguments and stdin (JSON lines in the
+    returned log) and writes a short silent WAV for -w."""
+    bindir, log = d / "fake-bin", d / "espeak.log"
+    bindir.mkdir()
+    exe = bindir / "espeak-ng"
+    exe.write_text(FAKE_ESPEAK.format(python=sys.executable, log=str(log)))
+    exe.chmod(0o755)
+    return bindir, log
+
+
+def espeak_calls(log: Path) -> list[dict[str, Any]]:
+    """The recorded calls that synthesized something (not the start-up check's empty text)."""
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all("-m" not in c["argv"] and "--ssml" not in c["argv"] for c in calls)  # SSML never on
+    return [c for c in calls if c["stdin"]]
+
+
+def test_espeak_never_receives_markup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir, log = fake_espeak(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    sink = tts.open_sink(speak=False, wav=tmp_path / "s.wav", backend="espeak-ng")
+    for s in MARKUP:
+        sink.say(s)
+    sink.close()
+    spoken = [c["stdin"] for c in espeak_calls(log)]
+    assert spoken == ["Sue loved ((S'It)).", "Tom said ((k'Il)) twice.", "(speak)Hi(/speak) there.", "A cat 40P ran.",
+                      "A ((S'It)) cat.", "Hi there."]
+
+
+def test_phoneme_input_is_not_spoken(tmp_path: Path) -> None:
+    """The issue's proof: "Sue loved [[S'It]]." was byte for byte espeak-ng's "Sue loved shit."."""
+    if "espeak-ng" not in BACKENDS:
+        pytest.skip("espeak-ng is not installed")
+    wav_of(["Sue loved [[S'It]]."], tmp_path / "sink.wav", "espeak-ng").close()
+    argv = ["espeak-ng", "-b", "1", "-s", str(tts.DEFAULT_RATE), "-w"]
+    subprocess.run([*argv, str(tmp_path / "swear.wav"), "Sue loved shit."], check=True)
+    subprocess.run([*argv, str(tmp_path / "plain.wav"), "Sue loved ((S'It))."], check=True)
+    sink, swear, plain = ((tmp_path / f"{n}.wav").read_bytes() for n in ("sink", "swear", "plain"))
+    assert sink != swear and sink == plain
+
+
+def test_tell_prints_and_speaks_the_same_gated_text(tmp_path: Path) -> None:
+    """The whole path, `storyteller tell --wav`: a model whose sentences hide a swear word in
+    espeak-ng phonemes, "gun" behind a soft hyphen and "kill" behind a Cyrillic letter. What
+    is printed is what is spoken, and neither holds any of them."""
+    from test_story import SUE, TRICKS
+
+    model = ps.write_scripted_model(tmp_path / "tricks.bin", TRICKS)
+    bindir, log = fake_espeak(tmp_path)
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    told: list[str] = []
+    for seed in (1, 2, 3):
+        log.unlink(missing_ok=True)
+        p = ps.run_cli("tell", "a brave little dragon", "--seed", str(seed), "--sentences", "6", "--wav",
+                       tmp_path / "out.wav", "--model", model, "--tokenizer", ps.TOKENIZER, env=env)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        sentences = [s["stdin"] for s in espeak_calls(log)]
+        assert p.stdout == " ".join(sentences) + "\n"
+        assert sentences[0].startswith("Once upon a time") and set(sentences[1:]) <= {SUE, "The end."}, sentences
+        told += sentences
+    assert SUE in told
+
+
+@pytest.mark.parametrize("topic", ["[[S'It]]", "a k\u00adnife and a gu\u00adn", "a \u043anife", "a \U0001f52b"])
+def test_tell_refuses_such_topics_kindly_without_repeating_them(topic: str, story_model: Path) -> None:
+    p = ps.run_cli("tell", topic, "--model", story_model, "--tokenizer", ps.TOKENIZER)
+    assert p.returncode == 3 and p.stderr == ""
+    assert p.stdout.startswith("I'm sorry, I can't tell a story about that. How about a story about ")
+    assert p.stdout.count("\n") == 1 and p.stdout.isascii()

@@ -9,7 +9,7 @@ WAV file, while the story is still being written.
 say() passes every text through storyteller.safety.clean() before any engine sees it, so
 no espeak-ng markup gets through: no "[[...]]" (espeak-ng's command always reads it as
 phonemes: "[[S'It]]" is a swear word), no SSML (never turned on: no -m, and "<", ">" are
-gone too), no control characters (\x01 starts an espeak-ng command), no emoji (read out by
+gone too), no control characters ("\\x01" starts an espeak-ng command), no emoji (read out by
 name).
 
 A worker thread takes the sentences in order as they arrive. For a WAV file each sentence is
