@@ -10,7 +10,9 @@ The only module that touches cffi objects. It knows nothing of stories: it turns
 into text exactly as `l2run` does (same tokens, same bytes, for the same flags), raises a
 StorytellerError subclass carrying the C library's own message when a call fails, and lets
 another thread cancel() a generation. cffi releases the GIL during every C call, so other
-Python threads run while a token is computed.
+Python threads run while a token is computed. Arguments are checked before they reach C,
+where they would be cut short or wrapped: a path or text holding a NUL, text that is not
+UTF-8, an integer beyond int32 raise ArgumentError naming it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,38 @@ _U64 = (1 << 64) - 1
 
 def _lib() -> tuple[Any, Any]:
     return _native.load()
+
+
+# ---- arguments: checked here, so that the C call never sees one cut short or wrapped
+
+
+def _c_path(path: str | os.PathLike[str]) -> bytes:
+    """A path as the C library takes it; one with a NUL would be cut short there."""
+    data = os.fsencode(path)
+    if b"\0" in data:
+        raise ArgumentError(f"the path {os.fsdecode(data)!r} contains a NUL character")
+    return data
+
+
+def _int32(what: str, value: int) -> int:
+    """value, if the C library's int32_t holds it."""
+    if not -(1 << 31) <= value < 1 << 31:
+        raise ArgumentError(f"{what} {value} is out of range (a 32-bit integer)")
+    return value
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """text as UTF-8 without NUL; text decoded from bytes that are not UTF-8 (lone
+    surrogates, as Python gives for such command-line arguments) is refused, naming the byte."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        bad = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise ArgumentError(f"{what} is not valid UTF-8 ({bad} after {text[:e.start]!r})") from None
+    if b"\0" in data:
+        raise ArgumentError(f"{what} contains a NUL character")
+    return data
 
 
 def _raise(status: int, err: Any) -> None:
@@ -165,7 +199,7 @@ class Model(_Owned):
         ffi, lib = _lib()
         p = os.fspath(path)
         out, err = ffi.new("l2_model **"), ffi.new("l2_error *")
-        if (st := lib.l2_model_open(os.fsencode(p), out, err)) != 0:
+        if (st := lib.l2_model_open(_c_path(p), out, err)) != 0:
             _raise(st, err)
         handle = ffi.gc(out[0], lib.l2_model_free)
         raw = ffi.new("l2_model_info *")
@@ -198,14 +232,21 @@ class Model(_Owned):
     def convert(self, path: str | os.PathLike[str], type: str = "q8",
                 group_size: int = 0) -> list[TensorReport]:
         """Writes the model as a packed file of `type` ("f32", "f16", "q8"; group_size 0 picks
-        the q8 default). Written to "<path>.tmp", renamed into place when complete."""
+        the q8 default). Written to "<path>.tmp", renamed into place when complete. Refuses
+        (ArgumentError) a path whose file, or whose ".tmp", is the model's own file: the
+        model is read from it while the new file is written."""
         if type not in CONVERT_TYPES:
             raise ArgumentError(f"unsupported type {type!r}: use one of {', '.join(CONVERT_TYPES)}")
+        target = _c_path(path)
+        for written in (target, target + b".tmp"):
+            if os.path.exists(written) and os.path.samefile(written, self.path):
+                raise ArgumentError(f"{os.fsdecode(written)} is the model's own file: writing it would destroy "
+                                    "the model while it is read; write to another file")
         ffi, lib = _lib()
         cap = 3 + 9 * self.info.n_layers
         reports = ffi.new("l2_tensor_report[]", cap)
         n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
-        st = lib.l2_convert(self.handle, os.fsencode(os.fspath(path)), CONVERT_TYPES[type], group_size,
+        st = lib.l2_convert(self.handle, target, CONVERT_TYPES[type], _int32("group_size", group_size),
                             reports, cap, n, err)
         if st != 0:
             _raise(st, err)
@@ -242,11 +283,11 @@ class Tokenizer(_Owned):
         p = os.fspath(path)
         out, err = ffi.new("l2_tokenizer **"), ffi.new("l2_error *")
         if vocab_size is None:  # count the pieces: open with the minimum, then with all
-            if (st := lib.l2_tokenizer_open(os.fsencode(p), 3, out, err)) != 0:
+            if (st := lib.l2_tokenizer_open(_c_path(p), 3, out, err)) != 0:
                 _raise(st, err)
             vocab_size = int(lib.l2_tokenizer_pieces_in_file(out[0]))
             lib.l2_tokenizer_free(out[0])
-        if (st := lib.l2_tokenizer_open(os.fsencode(p), vocab_size, out, err)) != 0:
+        if (st := lib.l2_tokenizer_open(_c_path(p), _int32("vocab_size", vocab_size), out, err)) != 0:
             _raise(st, err)
         handle = ffi.gc(out[0], lib.l2_tokenizer_free)
         return cls(handle, p, int(lib.l2_tokenizer_vocab_size(handle)),
@@ -254,9 +295,7 @@ class Tokenizer(_Owned):
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """llama2.c's encode: optional BOS, the dummy-prefix space, BPE merges, optional EOS."""
-        data = text.encode("utf-8")
-        if b"\0" in data:
-            raise ArgumentError("the text contains a NUL character")
+        data = _utf8(text, "the text")
         ffi, lib = _lib()
         cap = len(data) + 3
         tokens, n, err = ffi.new("int32_t[]", cap), ffi.new("int32_t *"), ffi.new("l2_error *")
@@ -269,7 +308,7 @@ class Tokenizer(_Owned):
         leading space is dropped). Raw: llama2.c's print rule is TextDecoder's job."""
         ffi, lib = _lib()
         piece, n = ffi.new("const char **"), ffi.new("size_t *")
-        if lib.l2_tokenizer_decode(self.handle, prev, token, piece, n) != 0:
+        if lib.l2_tokenizer_decode(self.handle, _int32("token id", prev), _int32("token id", token), piece, n) != 0:
             raise ArgumentError(f"token id {token} is outside 0..{self.vocab_size - 1}")
         return bytes(ffi.buffer(piece[0], n[0]))
 
@@ -363,9 +402,9 @@ class Session(_Owned):
             raise ArgumentError(f"KV cache type must be f32 or f16 (got {kv!r})")
         ffi, lib = _lib()
         params = ffi.new("l2_session_params *")
-        params.context = context
+        params.context = _int32("context", context)
         params.kv_type = KV_TYPES[kv]
-        kernels_c = ffi.new("char[]", kernels.encode()) if kernels else ffi.NULL
+        kernels_c = ffi.new("char[]", _utf8(kernels, "the kernel set name")) if kernels else ffi.NULL
         params.kernels = kernels_c
         out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
         if (st := lib.l2_session_new(model.handle, params, out, err)) != 0:
@@ -394,7 +433,8 @@ class Session(_Owned):
     def eval(self, tokens: Sequence[int]) -> None:
         """Runs the forward pass on `tokens` at the next positions, in one C call."""
         ffi, lib = _lib()
-        buf, err = ffi.new("int32_t[]", list(tokens)), ffi.new("l2_error *")
+        ids = [_int32("token id", t) for t in tokens]
+        buf, err = ffi.new("int32_t[]", ids), ffi.new("l2_error *")
         if (st := lib.l2_session_eval(self.handle, buf, len(buf), err)) != 0:
             _raise(st, err)
 

@@ -10,9 +10,10 @@ valid. A download goes to "FILE.part" (resumed with an HTTP Range request whose 
 start where the .part ends) and must be the size the server stated; then the file must be
 what it claims to be: a model that libllama2_rvv opens (which checks its size against its
 header's dimensions; to the byte when the server stated no size), or a tokenizer whose
-pieces run to its last byte, as many as the manifest says; and its sha256 must be the manifest's, when the manifest has one. Only then is it
-renamed to FILE. A download cut short stays FILE.part (the same command resumes it); a file
-that fails a check is moved to FILE.bad. A sha256 the manifest lacks is recorded only from
+pieces run to its last byte, as many as the manifest says; and its sha256 must be the
+manifest's, when the manifest has one. Only then is it renamed to FILE. A download cut
+short stays FILE.part (the same command resumes it); a file that fails a check is moved to
+FILE.bad. A sha256 the manifest lacks is recorded only from
 a file that passed every check and came from the manifest's own URL: never from a file that
 was already there, nor from a mirror.
 """

@@ -166,6 +166,52 @@ def test_bad_session_arguments(v0: Path, tok: Tokenizer) -> None:
             s.generate("x")
 
 
+def test_a_path_with_a_nul_is_refused_not_cut_short(d: Path, v0: Path) -> None:
+    # the C library would open the path up to the NUL: "v0.bin\0y" would be "v0.bin"
+    for open_ in (Model.open, Tokenizer.open):
+        with pytest.raises(errors.ArgumentError, match="contains a NUL character"):
+            open_(str(v0 if open_ is Model.open else ps.TOKENIZER) + "\0y")
+    with Model.open(v0) as m, pytest.raises(errors.ArgumentError, match="NUL"):
+        m.convert(str(d / "out.l2") + "\0.bin")
+    assert not (d / "out.l2").exists()
+
+
+def test_ints_too_large_for_int32_are_argument_errors(d: Path, v0: Path, tok: Tokenizer) -> None:
+    big = 1 << 40
+    with Model.open(v0) as m:
+        with pytest.raises(errors.ArgumentError, match=f"context {big} is out of range"):
+            m.session(tok, context=big)
+        with pytest.raises(errors.ArgumentError, match=f"group_size {big} is out of range"):
+            m.convert(d / "big.l2", "q8", big)
+        with m.session(tok) as s, pytest.raises(errors.ArgumentError, match=f"token id {-big} is out of range"):
+            s.eval([1, -big])
+    with pytest.raises(errors.ArgumentError, match=f"vocab_size {big} is out of range"):
+        Tokenizer.open(ps.TOKENIZER, big)
+    with pytest.raises(errors.ArgumentError, match=f"token id {big} is out of range"):
+        tok.decode(1, big)
+
+
+def test_text_that_is_not_utf8_is_an_argument_error(v0: Path, tok: Tokenizer) -> None:
+    # what Python makes of the bytes "Tom\xff" in a command line (surrogateescape)
+    text = b"Tom\xff".decode("utf-8", "surrogateescape")
+    with pytest.raises(errors.ArgumentError, match=r"the text is not valid UTF-8 \(byte 0xff after 'Tom'\)"):
+        tok.encode(text)
+    with Model.open(v0) as m, m.session(tok) as s, pytest.raises(errors.ArgumentError, match="0xff"):
+        s.generate(text)
+
+
+def test_convert_refuses_to_write_over_the_model(d: Path) -> None:
+    # the file itself (by any name), or the "<path>.tmp" the library writes first
+    for src, targets in (("self.bin", ("self.bin", "./self.bin")), ("in.tmp", ("in",))):
+        path = ps.write_random_model(d / src, ck.TINY)
+        before = path.read_bytes()
+        with Model.open(path) as m:
+            for target in targets:
+                with pytest.raises(errors.ArgumentError, match="is the model's own file"):
+                    m.convert(d / target, "q8")
+        assert path.read_bytes() == before and not (d / "in").exists()
+
+
 def test_prompt_longer_than_the_context(v0: Path, tok: Tokenizer) -> None:
     with Model.open(v0) as m, m.session(tok, context=4) as s:
         with pytest.raises(errors.ContextFullError, match="longer than the 4-position context"):
