@@ -6,7 +6,9 @@ at the C906's VLEN of 128 (docs/c906-emulator.md says what it checks and what it
 - l2run: byte-equal to the host build's output on 48 streams: stories260K (real weights, with
   an id tokenizer: equal text means equal token ids) and a seeded stories15M-shaped model, each
   as f32, f16 and q8 weights x KV f32/f16 x greedy/seeded top-p x with/without a prompt.
-- every c906 binary holds only instructions a C906 has: rv64gc and XTheadVector, no vlenb.
+- every c906 binary holds only instructions a C906 has: rv64gc and XTheadVector, no vlenb, no
+  compare over its own source (which QEMU 5.2 accepts and the C906 rejects).
+- the emulator enforces the 0.7.1 rules docs/c906-emulator.md says it does (emulator_rules.c).
 - the board kit's self-check passes under the emulator.
 
 Skipped, with the reason, where GCC >= 15 (scripts/install-gcc-riscv, as root) or QEMU 5.2
@@ -103,6 +105,30 @@ def test_kernels_under_0_7_1(c906_bins, emulator):
     assert len(rvv) >= 14 and all(" ok " in ln for ln in rvv), proc.stdout  # the vector set ran
 
 
+# ----------------------------------------------------------------------------- the emulator
+
+# What QEMU 5.2 does on each probe of tests/c906/emulator_rules.c (docs/c906-emulator.md).
+EMULATOR_RULES = {
+    "vlenb": "illegal instruction",                       # 0.7.1 has no vlenb
+    "vl after vsetvli zero,zero": "4",                    # VLMAX, as 0.7.1 (1.0 would keep 3)
+    "widening op over its source": "illegal instruction",  # 0.7.1's overlap rule
+    "compare over its source": "0",                       # accepted; the C906 traps (see above)
+    "tail after vl=2 of 4": "0",                          # 0.7.1 zeroes the tail
+    "mask bit of element 1 (e32 m1)": "32",               # MLEN = SEW / LMUL bits per element
+    "vsetivli": "illegal instruction",                    # a 1.0 instruction
+}
+
+
+def test_emulator_enforces_0_7_1(c906_bins, emulator):
+    exe = REPO / "build" / "emulator_rules"
+    subprocess.run([tool("gcc-15"), "-march=rv64gc_xtheadvector", "-mabi=lp64d", "-O1", "-Wall",
+                    "-Wextra", "-Werror", "-static", "-o", str(exe.relative_to(REPO)),
+                    "tests/c906/emulator_rules.c"], cwd=REPO, check=True)
+    proc = run_071(exe)
+    got = dict(ln.split(": ", 1) for ln in proc.stdout.splitlines())
+    assert got == EMULATOR_RULES, proc.stdout + proc.stderr
+
+
 # ----------------------------------------------------------------------------- instructions
 
 
@@ -122,22 +148,40 @@ def disassembly(exe: Path) -> dict[str, list[str]]:
     return funcs
 
 
+COMPARE = re.compile(r"th\.vm(s|f)(eq|ne|ltu?|leu?|gtu?|ge|ord)\.")
+
+
+def register_group(reg: str, lmul: int) -> range:
+    n = int(reg[1:])
+    return range(n, n + lmul)
+
+
 def c906_violations(funcs: dict[str, list[str]]) -> list[str]:
     """What a C906 cannot run, in functions it may run: undecodable words (outside rv64gc and
-    XTheadVector), T-Head scalar extensions, and CSRs other than ALLOWED_CSRS (vlenb above all)."""
+    XTheadVector), T-Head scalar extensions, CSRs other than ALLOWED_CSRS (vlenb above all),
+    and compares whose destination mask lies in a source group (the C906 raises an illegal
+    instruction there although QEMU 5.2 does not: XUANTIE-RV/openc906 issue 12). LMUL is taken
+    from the last th.vsetvli before the compare in address order (8 when none is seen)."""
     bad = []
     for name, insns in funcs.items():
         if UNREACHED_ON_C906.fullmatch(name):
             continue
+        lmul = 8
         for insn in insns:
             mnemonic, _, operands = insn.partition("\t")
-            ops = operands.split(",")
+            ops = [o.strip() for o in operands.split(",")]
+            if mnemonic == "th.vsetvli":
+                lmul = int(ops[3][1:]) if len(ops) > 3 and ops[3][:1] == "m" else 8
             if mnemonic.startswith(".") or "unknown" in operands and mnemonic != "fence":
                 bad.append(f"{name}: {insn} (not rv64gc + XTheadVector)")
             elif mnemonic.startswith("th.") and not mnemonic.startswith("th.v"):
                 bad.append(f"{name}: {insn} (T-Head scalar extension)")
-            elif mnemonic.startswith("csrr") and ops[1].strip() not in ALLOWED_CSRS:
+            elif mnemonic.startswith("csrr") and ops[1] not in ALLOWED_CSRS:
                 bad.append(f"{name}: {insn} (CSR)")
+            elif COMPARE.match(mnemonic) and any(
+                    int(ops[0][1:]) in register_group(src, lmul)
+                    for src in ops[1:3] if re.fullmatch(r"v\d+", src)):
+                bad.append(f"{name}: {insn} (mask destination in a source group at m{lmul})")
     return bad
 
 
@@ -156,10 +200,15 @@ def test_instruction_check_can_fail():
     funcs = {"matvec_q8": ["th.vle.v\tv0,(a1)", "csrrs\tt0,th.vlenb,zero"],
              "main": ["csrrs\ta0,vlenb,zero", "csrrs\ta0,frm,zero", "fence\tw,unknown"],
              "k": [".insn\t4, 0x0c3676d7", "th.addsl\ta0,a1,a2,1", "csrrs\ta0,0x15,zero"],
+             "cmp": ["th.vsetvli\tzero,a0,e32,m1,d1", "th.vmsgt.vx\tv8,v8,a3",
+                     "th.vmsgt.vx\tv16,v8,a3", "th.vsetvli\tzero,a0,e32,m4,d1",
+                     "th.vmfeq.vf\tv9,v8,fa5", "th.vmfeq.vf\tv1,v8,fa5"],
              "uw_update_context_1": ["csrrs\ta0,vlenb,zero"],
              "__memset_vector": [".insn\t4, 0x0c3676d7"]}
     found = c906_violations(funcs)
-    assert [f.split(":")[0] for f in found] == ["matvec_q8", "main", "k", "k", "k"], found
+    assert [f.split(":")[0] for f in found] == ["matvec_q8", "main", "k", "k", "k", "cmp",
+                                                "cmp"], found
+    assert "v8,v8" in found[5] and "v9,v8" in found[6], found
 
 
 def test_no_cfi_uses_vlenb(c906_bins):
