@@ -65,7 +65,7 @@ setup(
     install_requires=["cffi>=1.15", "numpy>=1.24"],
     extras_require={
         "voice": ["pyaudio", "vosk", "pyttsx3", "systemd-python", "gpiod"],
-        "test": ["pytest>=7", "sentencepiece", "confusable-homoglyphs"],  # the last: scripts/make-confusables
+        "test": ["pytest>=7", "sentencepiece", "confusable-homoglyphs==3.3.1"],  # the last: scripts/make-confusables
     },
     cffi_modules=["daemon/storyteller/_ffi_build.py:ffi"],
     cmdclass={"build_py": BuildPy},
