@@ -6,17 +6,20 @@
     storyteller models list | fetch NAME [--from URL|PATH] | convert IN OUT --type q8 | info FILE
 
 Settings come from etc/storyteller.toml (config.py says where it is looked for); options
-given here override them. Failures are one line on stderr, never a traceback. Exit status:
-0 done, 1 failed, 2 bad usage, 3 topic refused (the refusal is printed), 130 interrupted.
+given here override them. Failures are one line on stderr, never a traceback. Option values
+and text arguments are checked as the command line is read, before anything is done or
+printed. Exit status: 0 done, 1 failed, 2 bad usage (an option value out of range, text that
+is not UTF-8), 3 topic refused (the refusal is printed), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -276,6 +279,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+# Option values are checked as the command line is read, before anything is done or printed:
+# a bad one is a usage error (exit 2) naming it and what it must be.
+
+INT32_MAX = (1 << 31) - 1
+
+
+def _number(kind: type[int] | type[float], low: float, high: float, want: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        if not low <= value <= high:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be {want} (got {text})")
+        return value
+
+    return parse
+
+
+TEMPERATURE = _number(float, 0.0, sys.float_info.max, "0 or more")
+TOP_P = _number(float, 0.0, 1.0, "between 0 and 1")
+COUNT = _number(int, 1, math.inf, "1 or more")
+POSITIONS = _number(int, 0, INT32_MAX, f"between 0 (the model's seq_len) and {INT32_MAX}")
+GROUP = _number(int, 0, INT32_MAX, f"between 0 (the default) and {INT32_MAX}")
+
+
+def _text(value: str) -> str:
+    """A text argument: UTF-8 (Python turns bytes that are not into lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f'"{shown}" is not valid UTF-8 text') from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="settings file (default: etc/storyteller.toml)")
@@ -283,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--model", metavar="FILE", help="model file (default: the first in models/)")
     files.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (default: the model's)")
     sampling = _Parser(add_help=False)
-    sampling.add_argument("--temperature", type=float, help="default 0.8 (settings [generation])")
-    sampling.add_argument("--top-p", type=float, help="default 0.9")
+    sampling.add_argument("--temperature", type=TEMPERATURE, help="default 0.8 (settings [generation])")
+    sampling.add_argument("--top-p", type=TOP_P, help="default 0.9")
     sampling.add_argument("--kv", choices=("f32", "f16"), help="KV cache (default: f16 for packed models)")
 
     p = _Parser(prog="storyteller", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,10 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     tell = sub.add_parser("tell", parents=[common, files, sampling], help="tell a story about a topic")
-    tell.add_argument("topic", nargs="+", help='e.g. "a brave little dragon", "my cat Tom", "space"')
+    tell.add_argument("topic", nargs="+", type=_text, help='e.g. "a brave little dragon", "my cat Tom", "space"')
     tell.add_argument("--seed", type=int, help="same seed, same story (default: a new one)")
-    tell.add_argument("--sentences", type=int, help="sentence budget (default 15)")
-    tell.add_argument("--context", type=int, help="positions (default: the model's seq_len)")
+    tell.add_argument("--sentences", type=COUNT, help="sentence budget (default 15)")
+    tell.add_argument("--context", type=POSITIONS, help="positions (default: the model's seq_len)")
     tell.add_argument("--speak", action="store_true", help="speak it aloud (text-to-speech)")
     tell.add_argument("--wav", metavar="FILE", help="write it spoken to a WAV file")
     tell.set_defaults(func=cmd_tell)
@@ -307,20 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", type=float, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
     run.add_argument("-s", type=int, default=0, metavar="INT", help="seed, default time")
     run.add_argument("-n", type=int, default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
-    run.add_argument("-i", metavar="STRING", help="prompt")
+    run.add_argument("-i", type=_text, metavar="STRING", help="prompt")
     run.add_argument("-z", metavar="FILE", help="tokenizer")
     run.add_argument("-m", default="generate", metavar="MODE", help="generate (chat is not supported)")
-    run.add_argument("-y", metavar="STRING", help="system prompt (chat mode only: ignored)")
+    run.add_argument("-y", type=_text, metavar="STRING", help="system prompt (chat mode only: ignored)")
     run.add_argument("-k", metavar="f32|f16", help="KV cache type (default f16 for packed f16/q8)")
     run.add_argument("-e", metavar="NAME", help="kernel set ('list' prints them)")
     run.add_argument("-v", type=int, default=0, metavar="INT", help="1: report model, kernels, memory")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", parents=[common, files, sampling], help="tok/s, time to first token, memory")
-    b.add_argument("--steps", type=int, default=0, help="positions (default: the model's seq_len)")
-    b.add_argument("--prompt", default="Once upon a time")
+    b.add_argument("--steps", type=POSITIONS, default=0, help="positions (default: the model's seq_len)")
+    b.add_argument("--prompt", type=_text, default="Once upon a time")
     b.add_argument("--seed", type=int, default=42)
-    b.add_argument("--repeat", type=int, default=3, help="runs of each, the best counts (default 3)")
+    b.add_argument("--repeat", type=COUNT, default=3, help="runs of each, the best counts (default 3)")
     b.add_argument("--l2run", metavar="PATH", help="the l2run to compare with (default: build/host/bin)")
     b.set_defaults(func=cmd_bench)
 
@@ -340,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("input")
     mc.add_argument("output")
     mc.add_argument("--type", choices=("q8", "f16", "f32"), required=True)
-    mc.add_argument("--group", type=int, default=0, help="q8 group size (default 32)")
+    mc.add_argument("--group", type=GROUP, default=0, help="q8 group size (default 32)")
     mc.set_defaults(func=cmd_models_convert)
     mi = msub.add_parser("info", parents=[common], help="a model file's shape and storage")
     mi.add_argument("file")

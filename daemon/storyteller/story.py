@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from storyteller.engine import Session
-from storyteller.errors import ContextFullError, TopicError
+from storyteller.errors import ArgumentError, ContextFullError, TopicError
 from storyteller.safety import Blocklist, check_topic, clean, gate, refuse
 from storyteller.sentences import Sentence, split_stream, split_text
 
@@ -42,6 +43,18 @@ class StoryOptions:
     retries: int = 3  # new attempts at a sentence the filter blocked
     max_topic_chars: int = 80
     closing: str = "The end."  # told when a story stops without an ending; "" for none
+
+    def __post_init__(self) -> None:
+        """Checked here, before a story starts: a bad value is an ArgumentError naming it
+        (rather than a failure after the opening is told)."""
+        for name, ok, want in (
+                ("max_sentences", self.max_sentences >= 1, "1 or more"),
+                ("temperature", 0.0 <= self.temperature <= sys.float_info.max, "0 or more"),
+                ("top_p", 0.0 <= self.top_p <= 1.0, "between 0 and 1"),
+                ("retries", self.retries >= 0, "0 or more"),
+                ("max_topic_chars", self.max_topic_chars >= 1, "1 or more")):
+            if not ok:
+                raise ArgumentError(f"{name} must be {want} (got {getattr(self, name)!r})")
 
 
 # ----------------------------------------------------------------------------- topic -> opening

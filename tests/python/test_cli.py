@@ -213,6 +213,53 @@ def test_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
         assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.strip().count("\n") <= 1, args
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["tell", "a cat", "--temperature", "-1"], "argument --temperature: must be 0 or more (got -1)"),
+    (["tell", "a cat", "--temperature", "nan"], "argument --temperature: must be 0 or more (got nan)"),
+    (["tell", "a cat", "--top-p", "1.5"], "argument --top-p: must be between 0 and 1 (got 1.5)"),
+    (["tell", "a cat", "--sentences", "0"], "argument --sentences: must be 1 or more (got 0)"),
+    (["tell", "a cat", "--context", "99999999999"], "argument --context: must be between 0 (the model's seq_len) "
+                                                    "and 2147483647 (got 99999999999)"),
+    (["bench", "--repeat", "0"], "argument --repeat: must be 1 or more (got 0)"),
+    (["bench", "--steps", "-1"], "argument --steps: must be between 0"),
+    (["models", "convert", "IN", "OUT", "--type", "q8", "--group", "4294967296"], "argument --group: must be between"),
+])
+def test_bad_option_values_are_refused_before_anything_is_done(cli: Callable[..., Result], story_model: Path,
+                                                               d: Path, args: list[str], message: str) -> None:
+    args = [str(d / "out.l2") if a == "OUT" else str(story_model) if a == "IN" else a for a in args]
+    files = ["--model", story_model, "--tokenizer", TOK] if args[0] in ("tell", "bench") else []
+    p = cli(*args, *files)
+    assert message in one_line_error(p, 2) and p.stdout == ""  # no opening told first
+    assert not (d / "out.l2").exists()
+
+
+def test_settings_values_are_checked_before_the_story(cli: Callable[..., Result], d: Path, story_model: Path) -> None:
+    conf = d / "hot.toml"
+    conf.write_text("[generation]\ntemperature = -1\n")
+    p = cli("tell", "a cat", "--model", story_model, "--tokenizer", TOK, "--config", conf)
+    assert one_line_error(p) == "storyteller: temperature must be 0 or more (got -1.0)" and p.stdout == ""
+
+
+def test_text_that_is_not_utf8_is_a_usage_error(cli: Callable[..., Result], story_model: Path) -> None:
+    bad = b"a cat named Tom\xff".decode("utf-8", "surrogateescape")  # as Python decodes such an argv
+    p = cli("tell", bad, "--model", story_model, "--tokenizer", TOK)
+    assert one_line_error(p, 2) == (r'storyteller tell: argument topic: "a cat named Tom\xff" is not valid UTF-8 '
+                                    "text (see --help)") and p.stdout == ""
+    p = cli("run", story_model, "-z", TOK, "-i", bad)
+    assert r'argument -i: "a cat named Tom\xff" is not valid UTF-8 text' in one_line_error(p, 2)
+    p = ps.run_cli("tell", bad, "--model", story_model, "--tokenizer", TOK)  # the real argv bytes
+    assert r'"a cat named Tom\xff" is not valid UTF-8 text' in one_line_error(p, 2)
+
+
+def test_convert_refuses_to_overwrite_its_input(cli: Callable[..., Result], d: Path, model: Path) -> None:
+    copy = d / "self.bin"
+    copy.write_bytes(model.read_bytes())
+    msg = one_line_error(cli("models", "convert", copy, copy, "--type", "q8"))
+    assert msg == f"storyteller: {copy} is the model's own file: writing it would destroy the model while it is " \
+                  "read; write to another file"
+    assert copy.read_bytes() == model.read_bytes()
+
+
 # ----------------------------------------------------------------------------- settings
 
 
