@@ -182,10 +182,11 @@ class Blocklist:
     def find(self, text: str, topic: bool = False) -> str | None:
         """The first listed word in clean(text), as written there, or None when it is clean.
         topic: the topic-only entries count too."""
+        return self._search(clean(text), topic)
+
+    def _search(self, cleaned: str, topic: bool) -> str | None:
         regex = self._topic_regex if topic else self._regex
-        if regex is None:
-            return None
-        m = regex.search(clean(text))
+        m = regex.search(cleaned) if regex is not None else None
         return m.group(0) if m else None
 
 
@@ -211,7 +212,7 @@ def gate(text: str, blocklist: Blocklist, topic: bool = False) -> Gated:
     """The one gate every printed and spoken text passes: clean() and the word list (with
     its topic-only entries when `topic`)."""
     cleaned, dropped = _fold(text)
-    return Gated(cleaned, blocklist.find(cleaned, topic), dropped)
+    return Gated(cleaned, blocklist._search(cleaned, topic), dropped)
 
 
 def refuse(rng: random.Random | None = None) -> TopicRefusedError:

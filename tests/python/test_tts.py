@@ -19,6 +19,7 @@ from typing import Any
 import package_support as ps
 import pytest
 
+from storyteller.safety import SAFE_TOPICS
 from storyteller.voice import tts
 
 S1 = "Once upon a time, there was a little dragon named Tom."
@@ -347,5 +348,5 @@ def test_tell_prints_and_speaks_the_same_gated_text(tmp_path: Path) -> None:
 def test_tell_refuses_such_topics_kindly_without_repeating_them(topic: str, story_model: Path) -> None:
     p = ps.run_cli("tell", topic, "--model", story_model, "--tokenizer", ps.TOKENIZER)
     assert p.returncode == 3 and p.stderr == ""
-    assert p.stdout.startswith("I'm sorry, I can't tell a story about that. How about a story about ")
-    assert p.stdout.count("\n") == 1 and p.stdout.isascii()
+    refusal = "I'm sorry, I can't tell a story about that. How about a story about {} instead?\n"
+    assert p.stdout in {refusal.format(t) for t in SAFE_TOPICS}
