@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
-from storyteller import __version__, bench, config, models
+from storyteller import __version__, bench, config, faults, models
 from storyteller.engine import Model, Session, Tokenizer, kernel_names, printable_piece
 from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
 from storyteller.safety import Blocklist
@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    faults.install_sigbus_handler()  # a model file changed while mapped: one line, exit 1
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

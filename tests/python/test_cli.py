@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 ps.use_host_library()
 
 from storyteller import cli as storyteller_cli  # noqa: E402
+from storyteller import faults  # noqa: E402
 
 TOK = ps.TOKENIZER
 STORY_CHAINS = {".": [(" Tom", 30)], " Tom": [(" ran", 30)], " ran": [("!", 30)], "!": [("<s>", 30)]}
@@ -258,6 +260,18 @@ def test_convert_refuses_to_overwrite_its_input(cli: Callable[..., Result], d: P
     assert msg == f"storyteller: {copy} is the model's own file: writing it would destroy the model while it is " \
                   "read; write to another file"
     assert copy.read_bytes() == model.read_bytes()
+
+
+def test_a_model_file_truncated_while_in_use_is_one_line_not_a_silent_death(d: Path, model: Path) -> None:
+    victim = d / "victim.bin"
+    victim.write_bytes(model.read_bytes())
+    # `storyteller run`, with the file cut to nothing right after it is opened (as `cp` over it would)
+    script = ("import os, sys\nfrom storyteller import cli\nopen_ = cli.Model.open\n"
+              "def cut(path):\n    m = open_(path)\n    os.truncate(path, 0)\n    return m\n"
+              "cli.Model.open = cut\nsys.exit(cli.main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, "-c", script, "run", str(victim), "-z", str(TOK), "-n", "8"],
+                       capture_output=True, text=True, env=ps.cli_env(), timeout=120, check=False)
+    assert one_line_error(p) == faults.MESSAGE  # not -7 (SIGBUS) without a word
 
 
 # ----------------------------------------------------------------------------- settings

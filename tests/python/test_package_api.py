@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 ps.use_host_library()
 
-from storyteller import _ffi_build, _native, errors  # noqa: E402
+from storyteller import _ffi_build, _native, errors, faults  # noqa: E402
 from storyteller.engine import Model, TextDecoder, Tokenizer, printable_piece  # noqa: E402
 
 UNICODE_PROMPT = 'Tom said: "Héllo, wörld!" — ok? 😀 ñ 日本'
@@ -210,6 +211,20 @@ def test_convert_refuses_to_write_over_the_model(d: Path) -> None:
                 with pytest.raises(errors.ArgumentError, match="is the model's own file"):
                     m.convert(d / target, "q8")
         assert path.read_bytes() == before and not (d / "in").exists()
+
+
+def test_a_model_file_cut_while_mapped_ends_the_process_with_one_line(d: Path, v0: Path) -> None:
+    # Python alone dies of SIGBUS without a word; with faults' handler, the thread
+    # that faults (here not the main one, which holds the GIL meanwhile) writes one line, exit 1
+    victim = d / "victim.bin"
+    victim.write_bytes(v0.read_bytes())
+    script = ("import os, sys, threading, time\nfrom storyteller import faults\nfrom storyteller.engine import Model\n"
+              "assert faults.install_sigbus_handler()\nm = Model.open(sys.argv[1])\nos.truncate(sys.argv[1], 0)\n"
+              "s = m.session()\nthreading.Thread(target=s.eval, args=([1, 2, 3],)).start()\n"
+              "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass\nprint('survived')\n")
+    p = subprocess.run([sys.executable, "-c", script, str(victim)], capture_output=True, text=True,
+                       env=ps.cli_env(), timeout=120, check=False)
+    assert (p.returncode, p.stdout, p.stderr) == (1, "", faults.MESSAGE + "\n")
 
 
 def test_prompt_longer_than_the_context(v0: Path, tok: Tokenizer) -> None:
