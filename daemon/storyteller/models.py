@@ -562,6 +562,9 @@ def fetch(name: str, models_dir: Path, type: str = "q8",
         needed.append(tok)
     for r in needed:
         url = source_url(source, r, named=r is remote) if source else None
+        if r is tok and not r.pieces:  # a manifest without the count: the model's vocabulary
+            with Model.open(models_dir / remote.file) as m:
+                r = replace(r, pieces=m.vocab_size)
         try:
             fetch_file(models_dir, r, progress(r.file) if progress else None, url)
         except NoNetworkError as e:

@@ -114,7 +114,7 @@ def manifest_for(models_dir: Path, url: str, model_sha: str = "", tok_sha: str =
 
 @pytest.fixture(scope="module")
 def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    p = ps.write_random_model(tmp_path_factory.mktemp("models") / "m.bin", ck.TINY)
+    p = ps.write_random_model(tmp_path_factory.mktemp("models") / "m.bin")  # the 32000-piece tokenizer's vocabulary
     return p.read_bytes()
 
 
@@ -365,6 +365,18 @@ def test_a_tokenizer_cut_without_content_length_is_resumed(tmp_path: Path, serve
     assert recorded(d, "tok512") == hashlib.sha256(data).hexdigest()
 
 
+def test_a_tokenizer_must_have_its_models_vocabulary(tmp_path: Path, server: Server, model_bytes: bytes) -> None:
+    # the manifest has no piece count here (as one recorded by an older storyteller): the model's vocab
+    ck.write_id_tokenizer(tmp_path / "tok512.bin", 512)
+    server.files = {"stories15M.bin": model_bytes, "tokenizer.bin": (tmp_path / "tok512.bin").read_bytes()}
+    d = tmp_path / "models"
+    manifest_for(d, server.url)
+    with pytest.raises(DownloadError, match=r"tokenizer.bin from .* is not a valid tokenizer: it holds 512 pieces, "
+                                            r"not the 32000 its models need; nothing was installed"):
+        models.fetch("stories15M", d, progress=None)
+    assert not (d / "tokenizer.bin").exists() and recorded(d, "tokenizer") == ""
+
+
 def test_a_file_already_present_is_checked_and_not_recorded(tmp_path: Path, model_bytes: bytes) -> None:
     d = tmp_path / "models"
     manifest_for(d, "http://127.0.0.1:9")
@@ -488,7 +500,7 @@ def test_convert_and_list(tmp_path: Path, model_bytes: bytes) -> None:
     (tmp_path / "stories15M.bin").write_bytes(model_bytes)
     for t in ("f32", "f16", "q8"):
         reports = models.convert(tmp_path / "stories15M.bin", tmp_path / f"stories15M.{t}.l2", t)
-        assert len(reports) == 3 + 9 * ck.TINY.n_layers - 1  # shared classifier: no wcls
+        assert len(reports) == 3 + 9 * ps.CFG.n_layers - 1  # shared classifier: no wcls
     rows = {r.name: r for r in models.list_models(tmp_path)}
     assert rows["stories15M"].present and rows["stories15M"].packed == [
         "stories15M.q8.l2", "stories15M.f16.l2", "stories15M.f32.l2"]
