@@ -307,12 +307,15 @@ GROUP = _number(int, 0, INT32_MAX, f"between 0 (the default) and {INT32_MAX}")
 
 
 def _text(value: str) -> str:
-    """A text argument: UTF-8 (Python turns bytes that are not into lone surrogates)."""
+    """A text argument: UTF-8 (Python turns bytes that are not into lone surrogates). The error
+    names the bad byte and where it is, never the text: a topic is shown only through the
+    safety gate."""
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise argparse.ArgumentTypeError(f'"{shown}" is not valid UTF-8 text') from None
+    except UnicodeEncodeError as e:
+        byte = value[e.start].encode("utf-8", "surrogateescape")[0]
+        raise argparse.ArgumentTypeError(
+            f"the text is not valid UTF-8 (byte 0x{byte:02x} at character {e.start + 1})") from None
     return value
 
 
