@@ -44,6 +44,8 @@ typedef struct {
     /* the first index of the largest value, as llama2.c's loop finds it (+0 == -0; a NaN at
      * index 0 is returned, NaNs elsewhere are passed over) */
     int (*argmax)(const float *x, int n);
+    /* 1 if no element of x[0..n) is NaN or infinite (the check on every token's logits) */
+    int (*all_finite)(const float *x, int n);
     /* h = silu(h) * g */
     void (*silu_mul)(float *h, const float *g, int n);
     /* rotate pairs (2i, 2i+1) of every head of v[0..n) by the angles with cos/sin[i] */
@@ -73,6 +75,7 @@ void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs
 void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n);
 void l2_softmax_generic(float *x, int n);
 int l2_argmax_generic(const float *x, int n);
+int l2_all_finite_generic(const float *x, int n);
 void l2_silu_mul_generic(float *h, const float *g, int n);
 void l2_rope_generic(float *v, int n, int head_size, const float *cos_t, const float *sin_t);
 void l2_attn_scores_f32_generic(float *att, const float *q, const float *k, int n_pos,

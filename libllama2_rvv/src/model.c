@@ -265,17 +265,6 @@ static void forward(l2_session *s, int32_t token, int want_logits) {
     s->pos++;
 }
 
-/* No NaN or infinity in x; integer tests on the exponent bits, so the loop vectorises. */
-static int all_finite(const float *x, int n) {
-    uint32_t non_finite = 0;
-    for (int i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], sizeof u);
-        non_finite |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return !non_finite;
-}
-
 l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
     const l2_model_info *p = &s->model->info;
     if (n <= 0 || !tokens) return l2_fail(err, L2_ERR_ARG, "no tokens to evaluate");
@@ -287,7 +276,7 @@ l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_er
             return l2_fail(err, L2_ERR_ARG, "token id %d is outside 0..%d", tokens[i],
                            p->vocab_size - 1);
     for (int32_t i = 0; i < n; i++) forward(s, tokens[i], i == n - 1);
-    if (!all_finite(s->logits, p->vocab_size))
+    if (!s->k->all_finite(s->logits, p->vocab_size))
         return l2_fail(err, L2_ERR_NUMERIC, "the model produced a non-finite logit at "
                        "position %d (corrupt weights?)", s->pos - 1);
     return L2_OK;

@@ -12,6 +12,7 @@
  *
  * One line per set and kernel, then `N passed, M failed`; exits non-zero on any failure.
  * Plain C11: the same program runs under qemu for the RISC-V sets. */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -562,6 +563,37 @@ static void test_argmax(const l2_kernels *k) {
     finish(&c);
 }
 
+/* all_finite from its contract: 1 unless some element is NaN or infinite */
+static int ref_all_finite(const float *x, int n) {
+    for (int i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static void test_all_finite(const l2_kernels *k) {
+    check c;
+    start(&c, k, "all_finite");
+    static const int sizes[] = {1, 2, 7, 8, 9, 31, 32, 33, 100, 255, 256, 257, 1000, 32000};
+    static const float odd[] = {NAN, -NAN, INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 0x1p-149f, -0.0f};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *x = xmalloc((size_t)n * sizeof *x);
+        for (size_t oi = 0; oi <= sizeof odd / sizeof odd[0]; oi++) {
+            for (int where = 0; where < 3; where++) {  /* first, anywhere, last */
+                fill(x, n);
+                int at = where == 0 ? 0 : where == 1 ? rnd_int(0, n - 1) : n - 1;
+                if (oi < sizeof odd / sizeof odd[0]) x[at] = odd[oi];
+                int want = ref_all_finite(x, n), got = k->all_finite(x, n);
+                char what[48];
+                snprintf(what, sizeof what, "n=%d value %zu at %d", n, oi, at);
+                compare_bits(&c, &got, &want, 1, sizeof got, what);
+            }
+        }
+        free(x);
+    }
+    finish(&c);
+}
+
 static void test_silu_mul(const l2_kernels *k) {
     check c;
     start(&c, k, "silu_mul");
@@ -727,6 +759,7 @@ int main(void) {
         test_rmsnorm(k);
         test_softmax(k);
         test_argmax(k);
+        test_all_finite(k);
         test_silu_mul(k);
         test_rope(k);
         test_to_f16(k);

@@ -112,6 +112,17 @@ int l2_argmax_generic(const float *x, int n) {
     return best;
 }
 
+/* Integer tests on the exponent bits, so that compilers vectorise the loop. */
+int l2_all_finite_generic(const float *x, int n) {
+    uint32_t non_finite = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        non_finite |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return !non_finite;
+}
+
 void l2_exp_neg(float *e, const float *x, int n) {
     for (int i = 0; i < n; i++) e[i] = expf(-x[i]);
 }
@@ -178,6 +189,7 @@ const l2_kernels l2_kernels_generic = {
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
     .argmax = l2_argmax_generic,
+    .all_finite = l2_all_finite_generic,
     .silu_mul = l2_silu_mul_generic,
     .rope = l2_rope_generic,
     .attn_scores_f32 = l2_attn_scores_f32_generic,

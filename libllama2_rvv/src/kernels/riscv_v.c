@@ -445,6 +445,18 @@ static int argmax(const float *x, int n) {
     return 0;  /* not reached: max is one of the values */
 }
 
+/* The exponent bits by vector (GCC does not vectorise the generic loop for XTheadVector). */
+static int all_finite(const float *x, int n) {
+    for (int i = 0; i < n;) {
+        size_t vl = __riscv_vsetvl_e32m8((size_t)(n - i));
+        vuint32m8_t e = __riscv_vand_vx_u32m8(
+            __riscv_vle32_v_u32m8((const uint32_t *)(const void *)(x + i), vl), 0x7f800000u, vl);
+        if (__riscv_vcpop_m_b4(__riscv_vmseq_vx_u32m8_b4(e, 0x7f800000u, vl), vl)) return 0;
+        i += (int)vl;
+    }
+    return 1;
+}
+
 /* f32 -> f16 for the KV cache: the conversion rounds to nearest even (the default rounding
  * mode) and gives NaNs as the canonical 0x7e00, as l2_f32_to_f16 does. */
 static void to_f16(uint16_t *out, const float *x, int n) {
@@ -466,6 +478,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
+    .all_finite = all_finite,
     .silu_mul = silu_mul,
     .rope = rope,
     .attn_scores_f32 = attn_scores_f32,

@@ -493,6 +493,7 @@ const l2_kernels l2_kernels_avx2 = {
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = l2_argmax_generic,
+    .all_finite = l2_all_finite_generic,  /* the compiler vectorises it */
     .silu_mul = silu_mul,
     .rope = rope,
     .attn_scores_f32 = attn_scores_f32,
