@@ -22,12 +22,20 @@ l2_status l2_fail(l2_error *err, l2_status status, const char *fmt, ...) {
 l2_status l2_map_file(const char *path, l2_mapping *map, l2_error *err) {
     map->data = NULL;
     map->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return l2_fail(err, L2_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
         close(fd);
-        return l2_fail(err, L2_ERR_IO, "%s is not a regular file", path);
+        return l2_fail(err, L2_ERR_IO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return l2_fail(err, L2_ERR_IO, "%s is not a regular file (%s)", path,
+                       S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket");
     }
     if (st.st_size == 0) {
         close(fd);
@@ -42,6 +50,8 @@ l2_status l2_map_file(const char *path, l2_mapping *map, l2_error *err) {
     if (p == MAP_FAILED) return l2_fail(err, L2_ERR_IO, "cannot map %s: %s", path, strerror(errno));
     map->data = p;
     map->size = (uint64_t)st.st_size;
+    map->dev = (uint64_t)st.st_dev;
+    map->ino = (uint64_t)st.st_ino;
     return L2_OK;
 }
 

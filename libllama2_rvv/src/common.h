@@ -16,12 +16,16 @@
 /* Fills err (if any) with the formatted message and returns status. */
 l2_status l2_fail(l2_error *err, l2_status status, const char *fmt, ...) L2_PRINTF(3, 4);
 
-/* A whole file mapped read-only; the pages stay file-backed and shared between processes. */
+/* A whole file mapped read-only; the pages stay file-backed and shared between processes.
+ * Truncating or overwriting the file in place while it is mapped makes reads of the lost
+ * pages raise SIGBUS: files are replaced by renaming a new file over them (llama2_rvv.h). */
 typedef struct {
     const unsigned char *data;
     uint64_t size;
+    uint64_t dev, ino;      /* the file's identity (st_dev, st_ino), to recognise it by */
 } l2_mapping;
 
+/* Maps a regular file (anything else, a FIFO or a device, is refused without reading it). */
 l2_status l2_map_file(const char *path, l2_mapping *map, l2_error *err);
 void l2_unmap_file(l2_mapping *map);
 

@@ -781,6 +781,21 @@ def test_model_missing_or_directory(tools: Tools, files: Files) -> None:
             assert why is None, f"{tool} {model}: {why}"
 
 
+def test_fifo_model_or_tokenizer_is_refused_not_waited_on(tools: Tools, files: Files) -> None:
+    # opening a FIFO for reading waits for a writer: the tools hung there forever
+    fifo = files.dir / f"{tools.build}-fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    model = files.write(f"{tools.build}-fifocase-model.bin", files.base["v0"])
+    for tool, args in (
+        ("l2run", l2run_args(files, fifo)),
+        ("l2run", [model, "-z", fifo, "-n", "8", "-i", "x"]),
+        ("l2convert", [fifo, files.dir / f"{tools.build}-fifo.out", "--type", "q8"]),
+    ):
+        why = check_failure(tool, tools.run(tool, *args), r"not a regular file \(a FIFO\)")
+        assert why is None, f"{tool} {args}: {why}"
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
