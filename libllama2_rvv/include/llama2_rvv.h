@@ -87,8 +87,12 @@ typedef struct {
 } l2_tensor_report;
 
 /* Writes `model` as a packed file of `type` (f32, f16 or q8; group_size for q8, 0 picks the
- * default). The file is written to "<path>.tmp" and renamed into place only when complete.
- * Per-tensor reports go to reports[0..max_reports) and *n_reports gets the count. */
+ * default). The file is written to "<path>.tmp", created new (O_EXCL, never through a
+ * symlink: an existing "<path>.tmp" is an L2_ERR_IO error naming it), synced to disk, and
+ * renamed into place only when complete (then the directory is synced): `path` holds the old
+ * file or the whole new one, never a part. A `path` that is the model's own file (by any
+ * name) is refused with L2_ERR_ARG. Per-tensor reports go to reports[0..max_reports) and
+ * *n_reports gets the count. */
 l2_status l2_convert(const l2_model *model, const char *path, int32_t type, int32_t group_size,
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err);

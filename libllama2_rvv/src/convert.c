@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -134,6 +135,33 @@ static l2_status write_tensor(writer *w, const out_tensor *t, l2_tensor_report *
     return st;
 }
 
+/* 1 when `path` names the file `map` maps (by any name: links, "./", hard links). */
+static int is_mapped_file(const char *path, const l2_mapping *map) {
+    struct stat st;
+    return stat(path, &st) == 0 && (uint64_t)st.st_dev == map->dev && (uint64_t)st.st_ino == map->ino;
+}
+
+/* Makes a rename into the directory of `path` durable: fsync of the directory. */
+static l2_status sync_parent_dir(const char *path, l2_error *err) {
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) : 0;
+    char *dir = malloc(len + 2);
+    if (!dir) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+    if (!slash) strcpy(dir, ".");
+    else if (len == 0) strcpy(dir, "/");
+    else {
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+    }
+    l2_status st = L2_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))  /* EINVAL: no syncing directories there */
+        st = l2_fail(err, L2_ERR_IO, "cannot sync directory %s: %s", dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(dir);
+    return st;
+}
+
 l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t group_size,
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err) {
@@ -146,6 +174,10 @@ l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t 
         gs = group_size ? group_size : DEFAULT_GROUP;
         if (gs < 1 || gs > 65536) return l2_fail(err, L2_ERR_ARG, "group size %d is outside 1..65536", gs);
     }
+    if (!path || !*path) return l2_fail(err, L2_ERR_ARG, "no output path given");
+    if (is_mapped_file(path, &m->map))
+        return l2_fail(err, L2_ERR_ARG, "%s is the model's own file: converting would replace "
+                       "the model it reads; write to another file", path);
     /* the tensors in the order the forward pass reads them */
     size_t cap = 3 + 9 * (size_t)c->n_layers, n = 0;
     out_tensor *ts = calloc(cap, sizeof *ts);
@@ -222,9 +254,15 @@ l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t 
     }
 
     snprintf(tmp, tmp_len, "%s.tmp", path);
-    writer w = {open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), tmp, err};
+    /* O_EXCL | O_NOFOLLOW: a new file of our own, never one already there (another
+     * conversion's, or a symlink that would have us write through it elsewhere) */
+    writer w = {open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644), tmp, err};
     l2_status st = L2_OK;
-    if (w.fd < 0) st = l2_fail(err, L2_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    if (w.fd < 0 && errno == EEXIST)
+        st = l2_fail(err, L2_ERR_IO, "cannot create %s: it exists (another conversion is writing "
+                     "it, or one was interrupted: remove it and convert again)", tmp);
+    else if (w.fd < 0)
+        st = l2_fail(err, L2_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     if (st == L2_OK) st = write_at(&w, header, header_bytes, 0);
     if (st == L2_OK && ftruncate(w.fd, (off_t)file_bytes) != 0)  /* zero padding between tensors */
         st = l2_fail(err, L2_ERR_IO, "cannot size %s: %s", tmp, strerror(errno));
@@ -236,11 +274,20 @@ l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t 
         if (st == L2_OK && reports && (int32_t)i < max_reports) reports[i] = rep;
         if (st == L2_OK && n_reports) *n_reports = (int32_t)(i + 1);
     }
+    /* the data reaches the disk before the name does, so a crash leaves the old file or
+     * the whole new one, never a renamed file with holes */
+    if (st == L2_OK && fsync(w.fd) != 0)
+        st = l2_fail(err, L2_ERR_IO, "cannot sync %s: %s", tmp, strerror(errno));
     if (w.fd >= 0 && close(w.fd) != 0 && st == L2_OK)
         st = l2_fail(err, L2_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    if (st == L2_OK && rename(tmp, path) != 0)
-        st = l2_fail(err, L2_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st != L2_OK && w.fd >= 0) unlink(tmp);
+    int renamed = 0;
+    if (st == L2_OK) {
+        if (rename(tmp, path) != 0)
+            st = l2_fail(err, L2_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        else renamed = 1;
+    }
+    if (renamed) st = sync_parent_dir(path, err);
+    if (!renamed && w.fd >= 0) unlink(tmp);
     free(ts);
     free(header);
     free(tmp);
