@@ -176,7 +176,7 @@ static void take_rms(cursor *cur, l2_model *m, int ffn) {
     }
 }
 
-static void load_v0(l2_model *m, cursor *cur) {
+static l2_status load_v0(l2_model *m, cursor *cur, const char *path, l2_error *err) {
     l2_model_info *c = &m->info;
     uint64_t dim = (uint64_t)c->dim;
     cur->offset = 28;
@@ -187,15 +187,25 @@ static void load_v0(l2_model *m, cursor *cur) {
     take_rms(cur, m, 1);
     take_layers(cur, m, W1, W3, L2_TYPE_F32, 0);
     m->rms_final = take_f32(cur, dim);
+    /* Two unused RoPE tables of (seq_len, head_size / 2) floats: they are what backs the
+     * seq_len a file declares, and with it the largest session it can ask for. */
     uint64_t rope_bytes = 4 * (uint64_t)c->seq_len * (uint64_t)m->head_size;
-    if (c->shared_classifier) {
-        /* the unused RoPE tables end the file; published files can be a little short there */
-        if (!cur->overflow && cur->size - cur->offset <= rope_bytes) cur->offset = cur->size;
+    if (c->shared_classifier && !cur->overflow) {
+        /* they end the file, and published files can be short there (stories260K.bin by 160
+         * bytes): the second table may be cut, the first must be whole, so the seq_len a
+         * file asks for is at most twice what it holds */
+        uint64_t left = cur->size - cur->offset;
+        if (left < rope_bytes / 2)
+            return l2_fail(err, L2_ERR_FORMAT, "%s: seq_len %d needs %llu bytes of RoPE tables "
+                           "but the file holds %llu (truncated file or wrong seq_len)", path,
+                           c->seq_len, (unsigned long long)rope_bytes, (unsigned long long)left);
+        if (left <= rope_bytes) cur->offset = cur->size;
         else take(cur, rope_bytes);
     } else {
         take(cur, rope_bytes);
-        take_matrix(cur, &m->wcls, L2_TYPE_F32, c->vocab_size, c->dim, 0);
+        if (!c->shared_classifier) take_matrix(cur, &m->wcls, L2_TYPE_F32, c->vocab_size, c->dim, 0);
     }
+    return L2_OK;
 }
 
 static void load_v1(l2_model *m, cursor *cur) {
@@ -404,7 +414,7 @@ l2_status l2_load(l2_model *m, const char *path, l2_error *err) {
         m->kv_dim = c->n_kv_heads * m->head_size;
         m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
         if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
-        if (c->file_kind == L2_FILE_V0) load_v0(m, &cur);
+        if (c->file_kind == L2_FILE_V0) st = load_v0(m, &cur, path, err);
         else if (c->file_kind == L2_FILE_V1) load_v1(m, &cur);
         else st = load_v2(m, &cur, path, err);
         if (st == L2_OK && (cur.overflow || cur.offset != size))

@@ -419,9 +419,9 @@ def sampled_offsets(files: Files, name: str, build: str) -> list[int]:
     offs.update((size - 1, size - 2, size - 4, size - 64))
     limit = size
     if name == "v0":
-        # a shared-classifier v0 file may end anywhere in its unused RoPE tables (as some
-        # published files do): cutting there is accepted, so only earlier cuts must fail
-        limit = files.layout["v0"][-3]
+        # a shared-classifier v0 file may end anywhere in its second unused RoPE table (as
+        # some published files do): cutting there is accepted, so only earlier cuts must fail
+        limit = files.layout["v0"][-2]
     offs = sorted(o for o in offs if FIXED_HEADER[kind] <= o < limit)
     if build == "asan" and len(offs) > 40:
         offs = [offs[round(i * (len(offs) - 1) / 39)] for i in range(40)]
@@ -466,6 +466,62 @@ def test_v0_short_rope_tail_is_accepted(tools: Tools, files: Files) -> None:
     path = files.write(f"{tools.build}-v0-short-tail.bin", data[: len(data) - 5])
     proc = tools.run("l2run", *l2run_args(files, path))
     assert proc.returncode == 0 and not any(m in proc.stderr for m in SANITIZER_MARKS), proc.stderr
+
+
+# ----------------------------------------------------------------------------- sizes a file asks for
+
+# Many layers and KV heads on a small file (4.6 MB of weights): a position of the f32 KV
+# cache costs 32 KB (8 * n_layers * kv_dim bytes), of the RoPE tables 32 bytes.
+WIDE = ck.Config(dim=64, hidden_dim=8, n_layers=64, n_heads=8, n_kv_heads=8, vocab_size=CFG.vocab_size,
+                 seq_len=4096)
+
+
+@pytest.fixture(scope="session")
+def wide_v0(files: Files) -> Path:
+    path = files.dir / "wide-v0.bin"
+    ck.write_v0(path, WIDE, ck.make_weights(WIDE, seed=3), real_rope=False)
+    return path
+
+
+def test_v0_seq_len_is_capped_by_the_rope_tables_it_holds(tools: Tools, files: Files, wide_v0: Path) -> None:
+    # seq_len 2^20 on a file without its RoPE tables asked for a 64 GB session (l2run -n 0):
+    # out of memory on the normal build, an abort on the ASan build
+    data = wide_v0.read_bytes()
+    rope = 4 * WIDE.seq_len * WIDE.head_size
+    body = put(data, 24, "<i", 1 << 20)[: len(data) - rope]
+    assert_bad_model(tools, files, "wide-huge-seq-len", body, expect=r"seq_len 1048576 needs")
+    path = files.write(f"{tools.build}-wide-huge-seq-len.bin", body)
+    proc = tools.run("l2run", *l2run_args(files, path, "-n", "0"))
+    why = check_failure("l2run", proc, r"seq_len 1048576 needs")
+    assert why is None, why
+    # the first table whole and the second cut short is tolerated (stories260K.bin is so)
+    path = files.write(f"{tools.build}-wide-half-rope.bin", data[: len(data) - rope // 2])
+    proc = tools.run("l2run", path, "-z", files.tokenizer, "-n", "4", "-t", "0", "-i", "a")
+    assert proc.returncode == 0 and not any(m in proc.stderr for m in SANITIZER_MARKS), proc.stderr
+    path = files.write(f"{tools.build}-wide-short-rope.bin", data[: len(data) - rope // 2 - 4])
+    why = run_bad_model(tools, files, "l2run", path, r"RoPE tables")
+    assert why is None, why
+
+
+def test_a_session_that_cannot_be_allocated_is_an_error(tools: Tools, files: Files, wide_v0: Path) -> None:
+    # a 4096-position session of WIDE needs 128 MB; with at most 64 MB to be had, l2run says
+    # so (the ASan build used to abort instead); the normal build gets a 64 MB address space
+    env, limit = dict(tools.env), None
+    if tools.build == "asan":
+        env["ASAN_OPTIONS"] = env["ASAN_OPTIONS"] + ":max_allocation_size_mb=64"
+    else:
+        import resource
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (64 << 20, 64 << 20))
+
+    proc = subprocess.run([tools.bin_dir / "l2run", wide_v0, "-z", files.tokenizer, "-n", "0", "-i", "a"],
+                          capture_output=True, text=True, env=env, preexec_fn=limit, timeout=TIMEOUT)
+    # the ASan runtime notes the allocation it refused on a line of its own
+    proc.stderr = re.sub(r"^==\d+==WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]+ bytes\n", "",
+                         proc.stderr)
+    why = check_failure("l2run", proc, r"out of memory for a 4096-position session")
+    assert why is None, why
 
 
 # ----------------------------------------------------------------------------- headers
