@@ -1,13 +1,22 @@
 /* l2run: a drop-in for llama2.c's `run`, on libllama2_rvv.
- * Same arguments, defaults and stdout; `achieved tok/s` on stderr. Extra options:
+ * Same arguments, defaults and stdout; `achieved tok/s` on stderr. Unlike `run`, a bad option
+ * value (-t -1, -p 2, -n -5, -t abc) is refused in one line naming it, not replaced by a
+ * default, and a model file cut while mapped is reported, not a silent SIGBUS. Extra options:
  *   -k f32|f16   KV cache type (default f16 for packed f16/q8 models, else f32)
  *   -e NAME      kernel set (default: the fastest this CPU runs; -e list shows them)
  *   -v 1         report model, kernels and process memory on stderr at the end */
 #include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "llama2_rvv.h"
 
@@ -24,6 +33,12 @@
 #ifdef L2_ASAN_BUILD
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+#endif
+
+#if defined(__GNUC__)
+#define L2RUN_FAILS_PRINTF __attribute__((format(printf, 1, 2), noreturn))
+#else
+#define L2RUN_FAILS_PRINTF
 #endif
 
 static void error_usage(void) {
@@ -43,6 +58,56 @@ static void error_usage(void) {
             "  -e <string> kernel set (default: fastest available; 'list' prints them)\n"
             "  -v <int>    1: report model, kernels and memory on stderr\n");
     exit(EXIT_FAILURE);
+}
+
+/* ---------------------------------------------------------------- the command line
+ * Every option is checked before anything is loaded: a bad value is named and refused, never
+ * replaced by a default (llama2.c's `run` turns -t -1 into 0 and -p 2 into 0.9). */
+
+static void bad_arg(const char *fmt, ...) L2RUN_FAILS_PRINTF;
+static void bad_arg(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("l2run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (l2run without arguments lists the options)\n", stderr);
+    va_end(ap);
+    exit(EXIT_FAILURE);
+}
+
+/* A float as `run` reads it ((float)atof), but only a whole number in [lo, hi]. */
+static float float_arg(char flag, const char *v, double lo, double hi, const char *what) {
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || *end || !(d >= lo && d <= hi))  /* NaN fails too */
+        bad_arg("-%c needs %s, not '%s'", flag, what, v);
+    return (float)d;
+}
+
+/* A whole number in [lo, hi]. */
+static long long int_arg(char flag, const char *v, long long lo, long long hi, const char *what) {
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || n < lo || n > hi)
+        bad_arg("-%c needs %s, not '%s'", flag, what, v);
+    return n;
+}
+
+/* ---------------------------------------------------------------- a mapped file that changes
+ * The model and tokenizer are read in place from their mapped files. Truncating or
+ * overwriting one in place while l2run runs makes the next read of a lost page raise SIGBUS,
+ * which would end the process without a word: say what happened instead, in one line. Only
+ * async-signal-safe calls here (write, _exit). */
+static void on_sigbus(int sig) {
+    static const char msg[] =
+        "l2run: bus error (SIGBUS) reading a mapped file: the model or tokenizer file was "
+        "truncated or overwritten while in use; replace model files by renaming a new file over "
+        "them (mv), then run again\n";
+    (void)sig;
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(EXIT_FAILURE);
 }
 
 /* Everything main allocates, so every exit path frees it. */
@@ -103,21 +168,31 @@ int main(int argc, char **argv) {
     if (argc >= 2) checkpoint = argv[1];
     else error_usage();
     for (int i = 2; i < argc; i += 2) {
-        if (i + 1 >= argc || argv[i][0] != '-' || strlen(argv[i]) != 2) error_usage();
+        const char *flag = argv[i];
+        if (flag[0] != '-' || strlen(flag) != 2)
+            bad_arg("'%s' is not an option: options are a dash and one letter, each followed by "
+                    "its value", flag);
+        if (!strchr("tpsnizmykev", flag[1])) bad_arg("unknown option %s", flag);
+        if (i + 1 >= argc) bad_arg("option %s needs a value", flag);
         const char *v = argv[i + 1];
-        switch (argv[i][1]) {
-        case 't': temperature = (float)atof(v); break;
-        case 'p': topp = (float)atof(v); break;
-        case 's': seed = (unsigned long long)(long long)atoi(v); break;
-        case 'n': steps = atoi(v); break;
+        switch (flag[1]) {
+        case 't': temperature = float_arg('t', v, 0.0, FLT_MAX, "a temperature of 0 or more"); break;
+        case 'p': topp = float_arg('p', v, 0.0, 1.0, "a top-p value from 0 to 1"); break;
+        case 's':  /* as run's (unsigned long long)atoi(): a negative seed wraps */
+            seed = (unsigned long long)int_arg('s', v, LLONG_MIN, LLONG_MAX, "a whole number");
+            break;
+        case 'n': steps = (int)int_arg('n', v, 0, INT_MAX, "a number of steps, 0 or more (0: "
+                                       "the model's seq_len)"); break;
         case 'i': prompt = v; break;
         case 'z': tokenizer_path = v; break;
         case 'm': mode = v; break;
         case 'y': break;  /* system prompt: chat mode only */
-        case 'k': kv = v; break;
+        case 'k':
+            if (strcmp(v, "f16") != 0 && strcmp(v, "f32") != 0) bad_arg("-k takes f32 or f16, not '%s'", v);
+            kv = v;
+            break;
         case 'e': kernels = v; break;
-        case 'v': verbose = atoi(v); break;
-        default: error_usage();
+        case 'v': verbose = (int)int_arg('v', v, 0, 1, "0 or 1"); break;
         }
     }
     if (kernels && !strcmp(kernels, "list")) {
@@ -125,16 +200,17 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (seed == 0) seed = (unsigned int)time(NULL);
-    if (temperature < 0.0f) temperature = 0.0f;
-    if (topp < 0.0f || 1.0f < topp) topp = 0.9f;
-    if (steps < 0) steps = 0;
     if (strcmp(mode, "generate") != 0) {
         fprintf(stderr, "l2run: mode '%s' is not supported (TinyStories models only continue "
                         "text: use -m generate)\n", mode);
         return EXIT_FAILURE;
     }
 
-    if (kv && strcmp(kv, "f16") != 0 && strcmp(kv, "f32") != 0) error_usage();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
 
     l2_error err = {{0}};
     resources r = {0};

@@ -25,6 +25,7 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,14 +92,14 @@ class Tools:
         )
 
 
-def _newest_source() -> float:
-    """The newest C source or header (documents next to them are no reason to rebuild)."""
+def _newest_source(tool: str) -> float:
+    """The newest C source or header `tool` is built from (documents next to them are no
+    reason to rebuild, nor is the other tool's source)."""
     return max(p.stat().st_mtime for p in (REPO / "libllama2_rvv").rglob("*")
-               if p.suffix in (".c", ".h") and p.is_file())
+               if p.suffix in (".c", ".h") and p.is_file() and (p.parent.name != "tools" or p.stem == tool))
 
 
 def _build(build: str, dest: Path) -> Tools:
-    newest = _newest_source()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASAN_", "UBSAN_", "LSAN_"))}
     if build == "host":
         cmd, out = ["make", "-s", "tools"], REPO / "build" / "host" / "bin"
@@ -111,7 +112,7 @@ def _build(build: str, dest: Path) -> Tools:
     dest.mkdir(parents=True, exist_ok=True)
     for tool in ("l2run", "l2convert"):
         src = out / tool
-        if not src.exists() or src.stat().st_mtime < newest:
+        if not src.exists() or src.stat().st_mtime < _newest_source(tool):
             pytest.fail(f"{' '.join(cmd)} did not build {src}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         shutil.copy2(src, dest / tool)
     return Tools(build, dest, env, proc.returncode, proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -935,6 +936,96 @@ def test_l2convert_syncs_the_file_before_the_rename_and_the_directory_after(tool
                            "q8"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().split("\n")[:3] == ["fsync file", "rename", "fsync dir"], log.read_text()
+
+
+# ----------------------------------------------------------------------------- l2run's options
+
+
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["-t", "-1"], "-t needs a temperature of 0 or more, not '-1'"),  # was: greedy
+        (["-t", "abc"], "-t needs a temperature of 0 or more, not 'abc'"),  # was: greedy
+        (["-t", "nan"], "not 'nan'"),
+        (["-t", "1e39"], "not '1e39'"),  # beyond float
+        (["-t", "0.5x"], "not '0.5x'"),
+        (["-p", "2"], "-p needs a top-p value from 0 to 1, not '2'"),  # was: 0.9
+        (["-p", "-0.1"], "not '-0.1'"),
+        (["-n", "-5"], "-n needs a number of steps, 0 or more"),  # was: seq_len
+        (["-n", "ten"], "not 'ten'"),
+        (["-n", "99999999999"], "not '99999999999'"),
+        (["-s", "7up"], "-s needs a whole number, not '7up'"),
+        (["-v", "2"], "-v needs 0 or 1, not '2'"),
+        (["-k", "q8"], "-k takes f32 or f16, not 'q8'"),
+        (["-x", "1"], "unknown option -x"),  # was: the usage text, not naming it
+        (["-tt", "1"], "'-tt' is not an option"),
+        (["t", "1"], "'t' is not an option"),
+        (["-n", "4", "-t"], "option -t needs a value"),
+    ],
+)
+def test_l2run_names_a_bad_option_before_loading_anything(tools: Tools, files: Files, args: list[str],
+                                                          named: str) -> None:
+    # the model path does not exist: the options are refused before it is opened
+    proc = tools.run("l2run", files.dir / "no-such-model.bin", "-z", files.tokenizer, *args)
+    why = check_failure("l2run", proc, re.escape(named))
+    assert why is None, why
+    assert proc.stderr.count("\n") == 1 and "Usage" not in proc.stderr, proc.stderr
+
+
+def test_l2run_accepts_the_edges_of_each_range(tools: Tools, files: Files) -> None:
+    model = files.write(f"{tools.build}-edges-model.bin", files.base["v0"])
+    for args in (["-t", "0", "-p", "0"], ["-t", "2.5", "-p", "1", "-s", "-5"], ["-n", "0", "-v", "0"],
+                 ["-t", "1e-45", "-s", "0"], ["-k", "f16", "-v", "1"]):
+        proc = tools.run("l2run", model, "-z", files.tokenizer, "-i", "Once", *args)
+        assert proc.returncode == 0 and not any(m in proc.stderr for m in SANITIZER_MARKS), (args, proc.stderr)
+
+
+# ----------------------------------------------------------------------------- a file cut while mapped
+
+
+def _fill(fd: int) -> None:
+    """Writes into the pipe fd until it holds not one byte more."""
+    os.set_blocking(fd, False)
+    for chunk in (b"x" * 65536, b"x"):
+        try:
+            while True:
+                os.write(fd, chunk)
+        except BlockingIOError:
+            pass
+    os.set_blocking(fd, True)
+
+
+@pytest.mark.parametrize("which", ["model", "tokenizer"])
+def test_a_file_cut_while_mapped_is_reported_in_one_line(tools: Tools, files: Files, which: str) -> None:
+    # l2run writes its tokens into a full pipe, so it waits at its first one with the files
+    # mapped; the file is cut, the pipe drained, and the next read of the file faults (SIGBUS:
+    # status 135 and no word, before)
+    model = files.write(f"{tools.build}-cut-model.bin", files.base["v0"])
+    tok = files.dir / f"{tools.build}-cut-tok.bin"
+    tok.write_bytes(files.tokenizer.read_bytes())
+    victim = model if which == "model" else tok
+    r, w = os.pipe()
+    _fill(w)
+    proc = subprocess.Popen([tools.bin_dir / "l2run", model, "-z", tok, "-n", "32", "-t", "0", "-i", "Once upon"],
+                            stdout=w, stderr=subprocess.PIPE, env=tools.env)
+    os.close(w)
+    try:
+        maps = Path(f"/proc/{proc.pid}/maps")
+        while proc.poll() is None and str(victim) not in maps.read_text():
+            time.sleep(0.005)  # waiting for the mapping, not timing anything
+        os.truncate(victim, 0)
+        with os.fdopen(r, "rb") as out:
+            out.read()
+        err = proc.stderr.read().decode(errors="replace")
+        rc = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    why = check_failure("l2run", subprocess.CompletedProcess(proc.args, rc, "", err),
+                        r"^l2run: bus error \(SIGBUS\) reading a mapped file: .*renaming a new file over them")
+    assert why is None, why
+    assert err.count("\n") == 1, err
 
 
 # ----------------------------------------------------------------------------- prompts
