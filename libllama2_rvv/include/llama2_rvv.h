@@ -2,8 +2,45 @@
  *
  * One model (mmap'd, read-only, shared by every session), one tokenizer, any number of
  * sessions (KV cache + activations: the only per-generation memory), and a sampler.
- * Nothing here prints, exits or keeps global mutable state: every call that can fail
- * returns an l2_status and, when given an l2_error, a message to show the user.
+ * Nothing here prints, exits, installs signal handlers or keeps global mutable state: every
+ * call that can fail returns an l2_status and, when given an l2_error, a message to show the
+ * user. A failed allocation is an L2_ERR_NOMEM error, never an abort.
+ *
+ * Threads and lifetimes: what is promised
+ *
+ *   Shared freely. A model and a tokenizer do not change once opened: any number of threads
+ *   may use one at the same time (l2_model_info_get, l2_session_new, l2_convert on a model;
+ *   l2_tokenizer_encode, _decode, _vocab_size on a tokenizer), and any number of sessions
+ *   may share them.
+ *
+ *   One thread at a time. A session (and the logits l2_session_logits points to) and a
+ *   sampler belong to one thread at a time: calls on one session must not overlap, except
+ *   l2_session_cancel, which any thread may call at any moment while the session exists.
+ *   Handing a session from thread to thread between calls is fine. As a guard (not a
+ *   licence) an l2_session_eval that finds another eval running on its session returns
+ *   L2_ERR_BUSY at once and touches nothing; the other calls are not checked.
+ *
+ *   A failed l2_session_eval (any status) leaves the position where it was before the call:
+ *   the positions it evaluated are forgotten and the session goes on from there. What it
+ *   wrote into the KV cache beyond that position, and the logits, are unspecified: read the
+ *   logits only after a successful eval.
+ *
+ *   Cancelling. l2_session_cancel makes the eval running on the session (or the next one, if
+ *   none is running) stop before its next layer and return L2_ERR_CANCELLED; every eval
+ *   returns that until l2_session_reset. A long prompt evaluated in one call stops within
+ *   one layer of one position (under a millisecond for stories15M on a PC).
+ *
+ *   Lifetimes. Free every session of a model before the model, and stop using a tokenizer
+ *   before freeing it (a piece from l2_tokenizer_decode lives until l2_tokenizer_free).
+ *   Freeing an object another thread is using is undefined: cancel its eval and wait for
+ *   the call to return first (the Python binding does exactly that in close()).
+ *
+ *   Files. Models and tokenizers are mapped and read in place, never copied, and only
+ *   regular files are opened (a FIFO or device is refused, not read). A file truncated or
+ *   overwritten in place while it is open makes the next read of a lost page raise SIGBUS,
+ *   which kills the process unless it handles the signal (l2run reports it in one line).
+ *   Replace model and tokenizer files by writing a new file and renaming it over the old
+ *   one, as l2_convert does: a process holding the old file keeps reading it, intact.
  *
  * The declarations between the CDEF markers are also read by the Python binding (cffi),
  * so they stay plain C: no macros, no includes.
@@ -26,7 +63,9 @@ typedef enum {
     L2_ERR_NOMEM = 3,     /* allocation failed */
     L2_ERR_ARG = 4,       /* invalid argument (bad option, token id, ...) */
     L2_ERR_RANGE = 5,     /* does not fit: context full, buffer too small */
-    L2_ERR_NUMERIC = 6    /* the model produced NaN or infinity */
+    L2_ERR_NUMERIC = 6,   /* the model produced NaN or infinity */
+    L2_ERR_CANCELLED = 7, /* l2_session_cancel stopped the eval (until l2_session_reset) */
+    L2_ERR_BUSY = 8       /* another thread is evaluating the same session */
 } l2_status;
 
 typedef struct {
@@ -125,13 +164,18 @@ typedef struct {
 l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
                          l2_session **out, l2_error *err);
 /* Runs the forward pass on tokens[0..n) at positions pos..pos+n-1; afterwards
- * l2_session_logits holds the logits of the last one. */
+ * l2_session_logits holds the logits of the last one. On failure the position is unchanged
+ * (see "Threads and lifetimes" above). */
 l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err);
+/* From any thread: the running eval stops before its next layer with L2_ERR_CANCELLED, and
+ * so does every eval after it until l2_session_reset. */
+void l2_session_cancel(l2_session *s);
 /* vocab_size logits of the last evaluated position; the sampler may modify them. */
 float *l2_session_logits(l2_session *s);
 int32_t l2_session_pos(const l2_session *s);
 int32_t l2_session_context(const l2_session *s);
 const char *l2_session_kernels(const l2_session *s);
+/* Forgets every position (the next eval starts at 0) and clears a cancel. */
 void l2_session_reset(l2_session *s);
 void l2_session_free(l2_session *s);
 

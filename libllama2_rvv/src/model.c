@@ -2,6 +2,7 @@
  * run.c. Weights are views into the mapped file (model.h); a session owns the KV cache and
  * the activations, which are all the memory one generation needs. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +73,8 @@ struct l2_session {
     void *key_cache;        /* (layer, context, kv_dim) f32 or f16 */
     void *value_cache;      /* (layer, context, kv_dim) */
     void *block;            /* the one allocation all the above live in (64-byte aligned within) */
+    atomic_int cancel;      /* 1: evals stop (l2_session_cancel, any thread); reset clears it */
+    atomic_int busy;        /* 1 while an l2_session_eval runs: a second one is refused */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -132,6 +135,8 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
     s->k = k;
     s->context = p.context;
     s->kv_type = (l2_type)p.kv_type;
+    atomic_init(&s->cancel, 0);
+    atomic_init(&s->busy, 0);
     *out = s;
     return L2_OK;
 }
@@ -142,7 +147,16 @@ void l2_session_free(l2_session *s) {
     free(s);
 }
 
-void l2_session_reset(l2_session *s) { s->pos = 0; }
+void l2_session_reset(l2_session *s) {
+    s->pos = 0;
+    atomic_store(&s->cancel, 0);
+}
+
+void l2_session_cancel(l2_session *s) { atomic_store(&s->cancel, 1); }
+
+static int cancelled(const l2_session *s) {
+    return atomic_load_explicit(&s->cancel, memory_order_relaxed);
+}
 int32_t l2_session_pos(const l2_session *s) { return s->pos; }
 int32_t l2_session_context(const l2_session *s) { return s->context; }
 const char *l2_session_kernels(const l2_session *s) { return s->k->name; }
@@ -187,8 +201,9 @@ static void add(float *x, const float *y, int n) {
 }
 
 /* One position. With want_logits = 0 (prompt tokens whose logits nobody reads) the
- * classifier, 60% of a stories15M token, is skipped. */
-static void forward(l2_session *s, int32_t token, int want_logits) {
+ * classifier, 60% of a stories15M token, is skipped. Returns 0, or 1 when l2_session_cancel
+ * stopped it (checked before each layer: a cancel waits for at most one layer). */
+static int forward(l2_session *s, int32_t token, int want_logits) {
     const l2_model *m = s->model;
     const l2_model_info *p = &m->info;
     const l2_kernels *k = s->k;
@@ -201,6 +216,7 @@ static void forward(l2_session *s, int32_t token, int want_logits) {
     rope_angles(s, pos);
 
     for (int l = 0; l < p->n_layers; l++) {
+        if (cancelled(s)) return 1;
         const l2_layer *w = &m->layers[l];
         size_t layer_off = (size_t)l * ctx * (size_t)kv_dim;
         size_t pos_off = layer_off + (size_t)pos * (size_t)kv_dim;
@@ -263,9 +279,11 @@ static void forward(l2_session *s, int32_t token, int want_logits) {
         matmul(s, s->logits, &m->wcls, x);
     }
     s->pos++;
+    return 0;
 }
 
-l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
+/* l2_session_eval with the session to itself. */
+static l2_status eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
     const l2_model_info *p = &s->model->info;
     if (n <= 0 || !tokens) return l2_fail(err, L2_ERR_ARG, "no tokens to evaluate");
     if (n > s->context - s->pos)
@@ -275,9 +293,30 @@ l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_er
         if (tokens[i] < 0 || tokens[i] >= p->vocab_size)
             return l2_fail(err, L2_ERR_ARG, "token id %d is outside 0..%d", tokens[i],
                            p->vocab_size - 1);
-    for (int32_t i = 0; i < n; i++) forward(s, tokens[i], i == n - 1);
-    if (!s->k->all_finite(s->logits, p->vocab_size))
+    int32_t start = s->pos;
+    for (int32_t i = 0; i < n; i++) {
+        if (forward(s, tokens[i], i == n - 1)) {
+            s->pos = start;  /* a failed eval leaves no position behind */
+            return l2_fail(err, L2_ERR_CANCELLED, "cancelled at position %d of %d (the session "
+                           "evaluates again once reset)", start + i, start + n);
+        }
+    }
+    if (!s->k->all_finite(s->logits, p->vocab_size)) {
+        s->pos = start;
         return l2_fail(err, L2_ERR_NUMERIC, "the model produced a non-finite logit at "
-                       "position %d (corrupt weights?)", s->pos - 1);
+                       "position %d (corrupt weights?)", start + n - 1);
+    }
     return L2_OK;
+}
+
+l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
+    /* the context check and the position update must not interleave with another eval's */
+    if (atomic_exchange_explicit(&s->busy, 1, memory_order_acquire))
+        return l2_fail(err, L2_ERR_BUSY, "the session is being evaluated by another thread (a "
+                       "session is for one thread at a time)");
+    l2_status st = cancelled(s) ? l2_fail(err, L2_ERR_CANCELLED, "the session was cancelled (it "
+                                          "evaluates again once reset)")
+                                : eval(s, tokens, n, err);
+    atomic_store_explicit(&s->busy, 0, memory_order_release);
+    return st;
 }
