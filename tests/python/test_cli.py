@@ -78,8 +78,8 @@ def one_line_error(p: Result | subprocess.CompletedProcess[str], code: int = 1) 
     ["-t", "0", "-i", "Once upon a time"],
     ["-s", "42", "-n", "40", "-i", "Lily"],
     ["-s", "7", "-t", "0.8", "-p", "0", "-n", "0"],
-    ["-s", "5", "-t", "-1", "-n", "-3"],  # clamped as run does
-    ["-s", "5", "-p", "2", "-n", "1000", "-k", "f16"],
+    ["-s", "5", "-t", "0", "-p", "0", "-n", "0"],  # the lower edges (l2run refuses -t -1, -n -3)
+    ["-s", "5", "-p", "1", "-n", "1000", "-k", "f16"],  # -n above seq_len is capped, as run does
 ])
 def test_run_prints_what_l2run_prints(capfdbinary: pytest.CaptureFixture[bytes], model: Path,
                                       args: list[str]) -> None:
