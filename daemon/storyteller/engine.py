@@ -13,6 +13,25 @@ another thread cancel() a generation. cffi releases the GIL during every C call,
 Python threads run while a token is computed. Arguments are checked before they reach C,
 where they would be cut short or wrapped: a path or text holding a NUL, text that is not
 UTF-8, an integer beyond int32 raise ArgumentError naming it.
+
+Threads (the C library's contract, llama2_rvv.h, enforced here):
+
+- A Model and a Tokenizer may be used by any number of threads at once, and shared by any
+  number of sessions.
+- A Session does one thing at a time: a call (eval, reset, logits, sample, pos) or one step
+  of a generation. Started from another thread while one runs, it raises SessionBusyError
+  at once and changes nothing. Between calls and steps a session may pass from thread to
+  thread; a new generation ends the one before it (whose iterator then stops).
+- cancel() may be called from any thread at any time: the generation stops before its next
+  token, and a prompt being evaluated (one long C call) stops within one layer.
+- close() may be called from any thread at any time, also while a generation runs: it
+  cancels that generation, waits for the C call in progress to return (within one layer),
+  then frees; the generation's iterator stops, and any later use raises "... is closed".
+  Model.close() and Tokenizer.close() close their sessions so first, and wait for calls in
+  progress on themselves (a Model.convert() runs to its end). Freeing happens once, after
+  the last call on the object has returned.
+- A failed C call leaves a session where it was: the positions of a failed eval() are not
+  kept (pos is unchanged) and the session goes on from there.
 """
 
 from __future__ import annotations
@@ -22,7 +41,8 @@ import os
 import secrets
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Self
 
@@ -30,6 +50,7 @@ from storyteller import _native
 from storyteller.errors import (
     ArgumentError,
     ContextFullError,
+    SessionBusyError,
     StorytellerError,
     VocabMismatchError,
     error_for_status,
@@ -41,6 +62,7 @@ if TYPE_CHECKING:
 
 BOS = 1  # llama2.c's <s>: a sampled BOS ends the text, as in `run`
 EOS = 2  # </s>
+L2_ERR_CANCELLED = 7  # l2_status of an eval stopped by l2_session_cancel
 
 KV_TYPES = {"f32": 0, "f16": 1}
 CONVERT_TYPES = {"f32": 0, "f16": 1, "q8": 2}
@@ -154,27 +176,90 @@ class TensorReport:
     max_abs_error: float  # largest |stored - source|
 
 
+def _busy(name: str) -> SessionBusyError:
+    return SessionBusyError(f"{name} is in use by another thread (a session runs one call or generation "
+                            "step at a time: give each thread its own session, Model.session())")
+
+
 class _Owned:
-    """Owns a C object through a cffi gc handle: close() (idempotent) or the GC releases it;
-    used after close(), it raises instead of crashing."""
+    """Owns a C object through a cffi gc handle: close() (idempotent, from any thread) or the
+    GC releases it; used after close(), it raises instead of crashing.
+
+    Every C call on the object runs inside `with self._use() as handle:`, which counts it;
+    close() refuses new calls, waits until the calls in progress have returned, then frees.
+    An exclusive object (a Session) takes one call at a time: a second, from another
+    thread, raises SessionBusyError."""
 
     _handle: Any
     _name: str  # what it is, for the error
+    _exclusive = False
+
+    def _own(self, handle: Any, name: str) -> None:
+        self._handle = handle
+        self._name = name
+        self._state = threading.Condition(threading.Lock())  # guards the fields below and _handle
+        self._users = 0  # C calls in progress
+        self._closing = False
 
     @property
     def handle(self) -> Any:
+        """The C handle (for tests and tools: calls made with it are not counted)."""
         if self._handle is None:
             raise StorytellerError(f"{self._name} is closed")
         return self._handle
 
-    def _release(self) -> None:
-        if self._handle is not None:
+    def _enter(self) -> Any:
+        with self._state:
+            if self._handle is None or self._closing:
+                raise StorytellerError(f"{self._name} is closed")
+            if self._exclusive and self._users:
+                raise _busy(self._name)
+            self._users += 1
+            return self._handle
+
+    def _leave(self) -> None:
+        with self._state:
+            self._users -= 1
+            if self._closing and not self._users:
+                self._state.notify_all()
+
+    @contextmanager
+    def _use(self) -> Iterator[Any]:
+        """The C handle, which stays valid until the block ends."""
+        handle = self._enter()
+        try:
+            yield handle
+        finally:
+            self._leave()
+
+    def _close(self, before_free: Callable[[], None] | None = None) -> None:
+        """Refuses new calls, runs before_free, waits for the calls in progress, frees. A
+        concurrent close() waits until the first one has freed."""
+        with self._state:
+            if self._closing:
+                while self._handle is not None:
+                    self._state.wait()
+                return
+            self._closing = True
+        try:
+            if before_free is not None:
+                before_free()
+        finally:
+            with self._state:
+                while self._users:
+                    self._state.wait()
+            # no call starts any more; one that was in progress may have added a dependent
+            # (a session being created): run before_free again for it
+            if before_free is not None:
+                before_free()
             ffi, _ = _lib()
-            ffi.release(self._handle)
-            self._handle = None
+            with self._state:
+                ffi.release(self._handle)
+                self._handle = None
+                self._state.notify_all()
 
     def close(self) -> None:
-        self._release()
+        self._close()
 
     def __enter__(self) -> Self:
         return self
@@ -187,8 +272,7 @@ class Model(_Owned):
     """A model file, mapped read-only and shared by its sessions. Use Model.open()."""
 
     def __init__(self, handle: Any, path: str, info: ModelInfo) -> None:
-        self._handle = handle
-        self._name = f"the model {path}"
+        self._own(handle, f"the model {path}")
         self.path = path
         self.info = info
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
@@ -223,10 +307,14 @@ class Model(_Owned):
             raise VocabMismatchError(
                 f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but the model "
                 f"{self.path} has a vocabulary of {self.vocab_size}: use the model's own tokenizer")
-        s = Session(self, tokenizer, context, kv or self.info.default_kv, kernels)
-        self._sessions.add(s)
-        if tokenizer is not None:
-            tokenizer._sessions.add(s)
+        # the model and tokenizer stay open until the session is registered with both, so
+        # their close() finds it and closes it first
+        with self._use() as model_handle, tokenizer._use() if tokenizer is not None else nullcontext():
+            s = Session(self, model_handle, tokenizer, context, kv or self.info.default_kv, kernels)
+            for owner in (self, tokenizer):
+                if owner is not None:
+                    with owner._state:
+                        owner._sessions.add(s)
         return s
 
     def convert(self, path: str | os.PathLike[str], type: str = "q8",
@@ -246,8 +334,9 @@ class Model(_Owned):
         cap = 3 + 9 * self.info.n_layers
         reports = ffi.new("l2_tensor_report[]", cap)
         n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
-        st = lib.l2_convert(self.handle, target, CONVERT_TYPES[type], _int32("group_size", group_size),
-                            reports, cap, n, err)
+        with self._use() as handle:
+            st = lib.l2_convert(handle, target, CONVERT_TYPES[type], _int32("group_size", group_size),
+                                reports, cap, n, err)
         if st != 0:
             _raise(st, err)
         return [TensorReport(ffi.string(r.name).decode(), int(r.layer), int(r.rows), int(r.cols),
@@ -255,10 +344,9 @@ class Model(_Owned):
                 for r in reports[0:n[0]]]
 
     def close(self) -> None:
-        """Frees the model (and closes its sessions). Idempotent."""
-        for s in list(self._sessions):
-            s.close()
-        self._release()
+        """Closes its sessions (each cancels its generation and waits for its C call), waits
+        for a convert() in progress, then frees the model. Idempotent; any thread."""
+        self._close(lambda: _close_sessions(self))
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -268,8 +356,7 @@ class Tokenizer(_Owned):
     """A llama2.c tokenizer.bin. Use Tokenizer.open()."""
 
     def __init__(self, handle: Any, path: str, vocab_size: int, pieces_in_file: int) -> None:
-        self._handle = handle
-        self._name = f"the tokenizer {path}"
+        self._own(handle, f"the tokenizer {path}")
         self.path = path
         self.vocab_size = vocab_size
         self.pieces_in_file = pieces_in_file
@@ -299,7 +386,9 @@ class Tokenizer(_Owned):
         ffi, lib = _lib()
         cap = len(data) + 3
         tokens, n, err = ffi.new("int32_t[]", cap), ffi.new("int32_t *"), ffi.new("l2_error *")
-        if (st := lib.l2_tokenizer_encode(self.handle, data, int(bos), int(eos), tokens, cap, n, err)) != 0:
+        with self._use() as handle:
+            st = lib.l2_tokenizer_encode(handle, data, int(bos), int(eos), tokens, cap, n, err)
+        if st != 0:
             _raise(st, err)
         return list(tokens[0:n[0]])
 
@@ -308,15 +397,23 @@ class Tokenizer(_Owned):
         leading space is dropped). Raw: llama2.c's print rule is TextDecoder's job."""
         ffi, lib = _lib()
         piece, n = ffi.new("const char **"), ffi.new("size_t *")
-        if lib.l2_tokenizer_decode(self.handle, _int32("token id", prev), _int32("token id", token), piece, n) != 0:
-            raise ArgumentError(f"token id {token} is outside 0..{self.vocab_size - 1}")
-        return bytes(ffi.buffer(piece[0], n[0]))
+        prev, token = _int32("token id", prev), _int32("token id", token)
+        with self._use() as handle:  # the piece lives in the tokenizer: copied before close()
+            if lib.l2_tokenizer_decode(handle, prev, token, piece, n) != 0:
+                raise ArgumentError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+            return bytes(ffi.buffer(piece[0], n[0]))
 
     def close(self) -> None:
-        """Frees the tokenizer (and closes the sessions using it). Idempotent."""
-        for s in list(self._sessions):
-            s.close()
-        self._release()
+        """Closes the sessions using it (each cancels its generation and waits for its C
+        call), waits for calls in progress, then frees the tokenizer. Idempotent; any thread."""
+        self._close(lambda: _close_sessions(self))
+
+
+def _close_sessions(owner: Model | Tokenizer) -> None:
+    with owner._state:
+        sessions = list(owner._sessions)
+    for s in sessions:
+        s.close()
 
 
 # ----------------------------------------------------------------------------- text
@@ -393,11 +490,15 @@ class Step:
 class Session(_Owned):
     """The KV cache and activations of one generation at a time. Use Model.session().
 
-    Not for concurrent use, except cancel(), which any thread may call.
+    One call or generation step at a time: started from another thread while one runs, a
+    call raises SessionBusyError (the module docstring has the whole contract). cancel()
+    and close() may be called from any thread at any time.
     """
 
-    def __init__(self, model: Model, tokenizer: Tokenizer | None, context: int, kv: str,
-                 kernels: str | None) -> None:
+    _exclusive = True
+
+    def __init__(self, model: Model, model_handle: Any, tokenizer: Tokenizer | None, context: int,
+                 kv: str, kernels: str | None) -> None:
         if kv not in KV_TYPES:
             raise ArgumentError(f"KV cache type must be f32 or f16 (got {kv!r})")
         ffi, lib = _lib()
@@ -407,35 +508,46 @@ class Session(_Owned):
         kernels_c = ffi.new("char[]", _utf8(kernels, "the kernel set name")) if kernels else ffi.NULL
         params.kernels = kernels_c
         out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
-        if (st := lib.l2_session_new(model.handle, params, out, err)) != 0:
+        if (st := lib.l2_session_new(model_handle, params, out, err)) != 0:
             _raise(st, err)
-        self._handle = ffi.gc(out[0], lib.l2_session_free)
-        self._name = "the session"
+        self._own(ffi.gc(out[0], lib.l2_session_free), "the session")
         self.model = model
         self.tokenizer = tokenizer
         self.kv = kv
         self.context = int(lib.l2_session_context(self._handle))
         self.kernels = ffi.string(lib.l2_session_kernels(self._handle)).decode()
-        self._cancel = threading.Event()
-        self._generation = 0  # bumped by every generation start and by close()
+        self._cancelled = False  # cancel() was called since the last generation start or reset
+        self._generation = 0  # bumped by every generation start and by close() (under _state)
 
     @property
     def pos(self) -> int:
         """Positions evaluated so far."""
         _, lib = _lib()
-        return int(lib.l2_session_pos(self.handle))
+        with self._use() as s:
+            return int(lib.l2_session_pos(s))
 
     def reset(self) -> None:
-        """Forgets every position (the next eval starts at 0)."""
+        """Forgets every position (the next eval starts at 0) and a cancel()."""
+        with self._use() as s:
+            self._reset(s)
+
+    def _reset(self, s: Any) -> None:
+        # with cancel()'s lock: a cancel lands wholly before the reset (which clears it) or after
         _, lib = _lib()
-        lib.l2_session_reset(self.handle)
+        with self._state:
+            self._cancelled = False
+            lib.l2_session_reset(s)
 
     def eval(self, tokens: Sequence[int]) -> None:
-        """Runs the forward pass on `tokens` at the next positions, in one C call."""
+        """Runs the forward pass on `tokens` at the next positions, in one C call. After
+        cancel() (also during the call) it raises EvalCancelledError until reset(); on any
+        error the session stays at the position it had."""
         ffi, lib = _lib()
         ids = [_int32("token id", t) for t in tokens]
         buf, err = ffi.new("int32_t[]", ids), ffi.new("l2_error *")
-        if (st := lib.l2_session_eval(self.handle, buf, len(buf), err)) != 0:
+        with self._use() as s:
+            st = lib.l2_session_eval(s, buf, len(buf), err)
+        if st != 0:
             _raise(st, err)
 
     def logits(self) -> np.ndarray:
@@ -443,22 +555,30 @@ class Session(_Owned):
         import numpy as np  # here: the generation path does not need numpy's memory
 
         ffi, lib = _lib()
-        p = lib.l2_session_logits(self.handle)
-        return np.frombuffer(ffi.buffer(p, 4 * self.model.vocab_size), dtype=np.float32).copy()
+        with self._use() as s:
+            p = lib.l2_session_logits(s)
+            return np.frombuffer(ffi.buffer(p, 4 * self.model.vocab_size), dtype=np.float32).copy()
 
     def sample(self, sampler: Sampler) -> int:
         """A token drawn from the last logits (which the sampler overwrites)."""
         _, lib = _lib()
-        return int(lib.l2_sampler_sample(sampler.handle, lib.l2_session_logits(self.handle)))
+        with self._use() as s:
+            return int(lib.l2_sampler_sample(sampler.handle, lib.l2_session_logits(s)))
 
     def cancel(self) -> None:
-        """Stops the generation in progress before its next token (thread-safe)."""
-        self._cancel.set()
+        """Stops the generation in progress before its next token, and a prompt evaluation
+        (or eval()) in progress within one layer of the forward pass. Any thread, any time;
+        a new generation (or reset()) starts afresh."""
+        _, lib = _lib()
+        with self._state:
+            self._cancelled = True
+            if self._handle is not None:
+                lib.l2_session_cancel(self._handle)
 
     @property
     def cancelled(self) -> bool:
         """True when the last generation was stopped by cancel()."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def steps(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
               top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
@@ -469,8 +589,10 @@ class Session(_Owned):
         before this returns; the iterator then yields the prompt's tokens (echo) and up to
         max_tokens sampled ones (None: until the context is full; a context of C positions
         holds C - len(prompt tokens) + 1 samples, the last one not evaluated). It ends early
-        at a sampled BOS (and EOS with stop_on_eos), or when cancel() is called. seed None or
-        0 draws a random one. Raises ContextFullError when the prompt does not fit.
+        at a sampled BOS (and EOS with stop_on_eos), or when cancel() is called (also while
+        the prompt is evaluated: the iterator then yields nothing), or close(), or when a new
+        generation starts. seed None or 0 draws a random one. Raises ContextFullError when the
+        prompt does not fit, SessionBusyError when another thread is using the session.
         """
         tok = self._require_tokenizer()
         prompt_tokens = tok.encode(prompt, bos=True)
@@ -480,43 +602,69 @@ class Session(_Owned):
         if max_tokens is not None and max_tokens < 0:
             raise ArgumentError(f"max_tokens must be 0 or more (got {max_tokens})")
         sampler = Sampler(self.model.vocab_size, temperature, top_p, seed)
-        self._generation += 1
-        self._cancel.clear()
-        self.reset()
-        self.eval(prompt_tokens)
-        return self._loop(prompt_tokens, sampler, max_tokens, echo, stop_on_eos, self._generation)
+        ffi, lib = _lib()
+        buf, err = ffi.new("int32_t[]", prompt_tokens), ffi.new("l2_error *")
+        with self._use() as s:
+            with self._state:
+                self._generation += 1
+                generation = self._generation
+            self._reset(s)
+            st = lib.l2_session_eval(s, buf, len(buf), err)
+        if st == L2_ERR_CANCELLED:
+            return iter(())
+        if st != 0:
+            _raise(st, err)
+        return self._loop(prompt_tokens, tok.handle, sampler, max_tokens, echo, stop_on_eos, generation)
 
-    def _loop(self, prompt: list[int], sampler: Sampler, max_tokens: int | None, echo: bool,
+    def _step(self, generation: int) -> Any:
+        """Takes the session for one step of `generation`: its handle, or None when the
+        generation is over (cancelled, closed, or another one started)."""
+        with self._state:
+            if (self._handle is None or self._closing or self._cancelled
+                    or generation != self._generation):
+                return None
+            if self._users:
+                raise _busy(self._name)
+            self._users = 1
+            return self._handle
+
+    def _loop(self, prompt: list[int], t: Any, sampler: Sampler, max_tokens: int | None, echo: bool,
               stop_on_eos: bool, generation: int) -> Iterator[Step]:
         # Where the time goes: one eval (the forward pass) and one sample per token, both in C
-        # without the GIL. Everything is looked up once; the loop body is the l2run loop.
+        # without the GIL. Everything is looked up once; the loop body is the l2run loop, each
+        # step with the session to itself (_step/_leave: close() waits for it). The tokenizer
+        # handle t stays valid: closing the tokenizer closes this session first.
         ffi, lib = _lib()
-        s, t, smp = self.handle, self.tokenizer.handle, sampler.handle  # type: ignore[union-attr]
+        smp = sampler.handle
         eval_c, logits_c = lib.l2_session_eval, lib.l2_session_logits
         sample_c, decode_c, buffer = lib.l2_sampler_sample, lib.l2_tokenizer_decode, ffi.buffer
         one, err = ffi.new("int32_t[1]"), ffi.new("l2_error *")
         piece, length = ffi.new("const char **"), ffi.new("size_t *")
-        stopped = self._cancel.is_set
         n, context = len(prompt), self.context
         limit = context if max_tokens is None else max_tokens
         token, pos, sampled = prompt[0], 0, 0
         while pos < n - 1 or (pos < context and sampled < limit):
-            if stopped() or self._generation != generation:
+            if (s := self._step(generation)) is None:
                 return
-            if pos >= n:
-                one[0] = token
-                if (st := eval_c(s, one, 1, err)) != 0:
-                    _raise(st, err)
-            forced = pos < n - 1
-            if forced:
-                nxt = prompt[pos + 1]
-            else:
-                nxt = sample_c(smp, logits_c(s))
-                sampled += 1
-            pos += 1
-            if nxt == BOS or (stop_on_eos and nxt == EOS) or stopped():
-                return
-            data = buffer(piece[0], length[0])[:] if decode_c(t, token, nxt, piece, length) == 0 else b""
+            try:
+                if pos >= n:
+                    one[0] = token
+                    if (st := eval_c(s, one, 1, err)) != 0:
+                        if st == L2_ERR_CANCELLED:
+                            return
+                        _raise(st, err)
+                forced = pos < n - 1
+                if forced:
+                    nxt = prompt[pos + 1]
+                else:
+                    nxt = sample_c(smp, logits_c(s))
+                    sampled += 1
+                pos += 1
+                if nxt == BOS or (stop_on_eos and nxt == EOS) or self._cancelled:
+                    return
+                data = buffer(piece[0], length[0])[:] if decode_c(t, token, nxt, piece, length) == 0 else b""
+            finally:
+                self._leave()
             token = nxt
             if echo or not forced:
                 yield Step(nxt, data, forced)
@@ -547,9 +695,12 @@ class Session(_Owned):
                                           stop_on_eos=stop_on_eos, keep_byte_pieces=True))
 
     def close(self) -> None:
-        """Frees the session; a generation in progress ends. Idempotent."""
-        self._generation += 1
-        self._release()
+        """Ends the generation in progress (cancelling its C call, which returns within one
+        layer), waits for the call to return, then frees the session. Idempotent; any thread."""
+        self.cancel()
+        with self._state:
+            self._generation += 1
+        self._close()
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:

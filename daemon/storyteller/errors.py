@@ -61,9 +61,24 @@ class NumericError(LibraryError, ArithmeticError):
     status = 6
 
 
+class EvalCancelledError(LibraryError):
+    """L2_ERR_CANCELLED: Session.cancel() stopped an eval(); the session evaluates again once
+    reset() (a generation stopped so just ends, without this error)."""
+
+    status = 7
+
+
+class SessionBusyError(LibraryError):
+    """L2_ERR_BUSY: the session is in use by another thread (a call or a generation step is
+    running); nothing was done. A session serves one thread at a time."""
+
+    status = 8
+
+
 STATUS_ERRORS: dict[int, type[LibraryError]] = {
     cls.status: cls
-    for cls in (ModelFileError, FormatError, OutOfMemoryError, ArgumentError, ContextFullError, NumericError)
+    for cls in (ModelFileError, FormatError, OutOfMemoryError, ArgumentError, ContextFullError, NumericError,
+                EvalCancelledError, SessionBusyError)
 }
 
 

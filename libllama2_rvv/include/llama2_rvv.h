@@ -28,7 +28,8 @@
  *   Cancelling. l2_session_cancel makes the eval running on the session (or the next one, if
  *   none is running) stop before its next layer and return L2_ERR_CANCELLED; every eval
  *   returns that until l2_session_reset. A long prompt evaluated in one call stops within
- *   one layer of one position (under a millisecond for stories15M on a PC).
+ *   one layer of one position (about a millisecond for stories15M's shape on a PC:
+ *   scripts/bench-cancel).
  *
  *   Lifetimes. Free every session of a model before the model, and stop using a tokenizer
  *   before freeing it (a piece from l2_tokenizer_decode lives until l2_tokenizer_free).

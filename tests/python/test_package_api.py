@@ -430,3 +430,157 @@ def test_long_calls_release_the_gil(big: Path, tok: Tokenizer) -> None:
     # With the GIL held the spinner would be stuck for the whole call (counts near 0).
     assert during > 0.3 * rate * elapsed, (during, rate, elapsed)
 
+
+
+# ----------------------------------------------------------------------------- threads: the contract
+
+PROMPT_200 = "Once upon a time, there was a little dragon. " * 18  # about 200 tokens
+
+
+def _wait_busy(s, thread: threading.Thread) -> bool:
+    """Waits until `thread` is inside a C call on session s (the session's count of calls in
+    progress); False if the thread ended first. A condition, not a time."""
+    while thread.is_alive():
+        if s._users:
+            return True
+        time.sleep(0.001)
+    return False
+
+
+CLOSE_SCRIPT = """
+import sys, threading
+from storyteller import errors
+from storyteller.engine import Model, Tokenizer
+model, tok, which, prompt = sys.argv[1:5]
+m, t = Model.open(model), Tokenizer.open(tok)
+s = m.session(t, kv="f32")
+started, result = threading.Event(), []
+def generate():
+    started.set()
+    try:
+        result.append("".join(s.generate(prompt, max_tokens=20, seed=1)))
+    except errors.StorytellerError as e:
+        result.append(str(e))
+th = threading.Thread(target=generate)
+th.start()
+started.wait()
+while th.is_alive() and not s._users:  # into the prompt's evaluation (one C call of ~2 s)
+    pass
+{"session": s, "model": m, "tokenizer": t}[which].close()
+th.join()
+print("generation:", result)
+for use in (lambda: s.eval([1]), lambda: t.encode("x"), lambda: m.session(None)):
+    try:
+        use()
+        print("usable")
+    except errors.StorytellerError as e:
+        print(e)
+"""
+
+
+@pytest.mark.parametrize("which", ["session", "model", "tokenizer"])
+def test_close_from_another_thread_during_a_generation_cancels_waits_then_frees(big: Path, which: str) -> None:
+    # before: segmentation fault (status -11) every time; now close() cancels the prompt's
+    # evaluation, waits for the C call to return, frees; the generation ends without text
+    p = subprocess.run([sys.executable, "-c", CLOSE_SCRIPT, str(big), str(ps.TOKENIZER), which, PROMPT_200],
+                       capture_output=True, text=True, env=ps.cli_env(), timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert lines[0] in ("generation: ['']", "generation: ['the session is closed']"), p.stdout
+    assert lines[1] == "the session is closed"
+    assert lines[2] == ("the tokenizer " + str(ps.TOKENIZER) + " is closed" if which == "tokenizer" else "usable")
+    assert lines[3] == (f"the model {big} is closed" if which == "model" else "usable")
+
+
+def test_a_session_used_by_two_threads_refuses_the_second(big: Path, tok: Tokenizer) -> None:
+    with Model.open(big) as m, m.session(tok, kv="f32") as s:
+        ids = tok.encode(PROMPT_200)
+        caught: list[BaseException] = []
+
+        def long_eval() -> None:
+            try:
+                s.eval(ids)
+            except errors.StorytellerError as e:
+                caught.append(e)
+
+        t = threading.Thread(target=long_eval)
+        t.start()
+        try:
+            assert _wait_busy(s, t), "the eval ended before it could be watched"
+            for use in (lambda: s.generate("Once"), lambda: s.eval([1]), lambda: s.reset(),
+                        lambda: s.logits(), lambda: s.pos):
+                with pytest.raises(errors.SessionBusyError, match="in use by another thread"):
+                    use()
+        finally:
+            s.cancel()
+            t.join()
+        # the refused calls changed nothing; the cancelled eval left no position behind
+        assert len(caught) == 1 and isinstance(caught[0], errors.EvalCancelledError), caught
+        assert s.pos == 0
+        with pytest.raises(errors.EvalCancelledError):
+            s.eval([1])
+        s.reset()
+        s.eval([1, 2])
+        assert s.pos == 2
+
+
+def test_cancel_interrupts_the_prompt_evaluation(big: Path, tok: Tokenizer) -> None:
+    # the prompt is one C call (about 2 s here): cancel() used to wait for all of it
+    with Model.open(big) as m, m.session(tok, kv="f32") as s:
+        out: list[list[str]] = []
+        t = threading.Thread(target=lambda: out.append(list(s.generate(PROMPT_200, max_tokens=5, seed=1))))
+        t.start()
+        assert _wait_busy(s, t), "the prompt's evaluation ended before it could be watched"
+        s.cancel()
+        t.join()
+        assert out == [[]] and s.cancelled
+        assert s.pos == 0  # stopped inside the prompt: none of its positions kept
+        assert len("".join(s.generate("Once upon a time", max_tokens=3, seed=1))) > 0 and not s.cancelled
+
+
+def test_interleaved_generations_on_one_session_end_the_older(v0: Path, tok: Tokenizer) -> None:
+    # handing a session between threads is fine; a new generation ends the one before it
+    with Model.open(v0) as m, m.session(tok) as s:
+        first = s.generate("One day", 30, seed=1)
+        next(first)
+        box: list[str] = []
+        t = threading.Thread(target=lambda: box.append("".join(s.generate("One day", 30, seed=1))))
+        t.start()
+        t.join()
+        assert box[0] and list(first) == []
+
+
+CONVERT_SCRIPT = """
+import sys, threading
+from storyteller.engine import Model
+m = Model.open(sys.argv[1])
+done = []
+th = threading.Thread(target=lambda: done.append(len(m.convert(sys.argv[2], "q8"))))
+th.start()
+while th.is_alive() and not m._users:
+    pass
+m.close()  # waits for the conversion, then frees
+th.join()
+print(done, Model.open(sys.argv[2]).info.weight_type_name)
+"""
+
+
+def test_model_close_waits_for_a_convert_in_progress(big: Path, d: Path) -> None:
+    out = d / "closed-while-converting.l2"
+    p = subprocess.run([sys.executable, "-c", CONVERT_SCRIPT, str(big), str(out)], capture_output=True, text=True,
+                       env=ps.cli_env(), timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout == f"[{2 + 9 * ck.STORIES15M.n_layers}] q8\n"
+
+
+def test_a_failed_eval_leaves_the_position(d: Path, tok: Tokenizer) -> None:
+    w = ck.make_weights(ps.CFG, 7)
+    path = d / "nan.bin"
+    ck.write_v0(path, ps.CFG, ck.with_nan(w, "rms_final", 0, float("nan")))
+    with Model.open(path) as m, m.session(tok) as s:
+        with pytest.raises(errors.NumericError):
+            s.eval([1, 2, 3])
+        assert s.pos == 0
+        with pytest.raises(errors.ArgumentError):
+            s.eval([1, 32000])
+        assert s.pos == 0
