@@ -5,11 +5,16 @@
     storyteller bench                             tok/s, time to first token, memory
     storyteller models list | fetch NAME [--from URL|PATH] | convert IN OUT --type q8 | info FILE
 
-Settings come from etc/storyteller.toml (config.py says where it is looked for); options
-given here override them. Failures are one line on stderr, never a traceback. Option values
-and text arguments are checked as the command line is read, before anything is done or
-printed. Exit status: 0 done, 1 failed, 2 bad usage (an option value out of range, text that
-is not UTF-8), 3 topic refused (the refusal is printed), 130 interrupted.
+Settings come from the first of --config FILE, $STORYTELLER_CONFIG, ./etc/storyteller.toml,
+/etc/storyteller/storyteller.toml (every key optional); options given here override them.
+Models are looked for in the settings' models_dir, then $STORYTELLER_MODELS (folders
+separated by ':') or else ~/.local/share/storyteller/models and /var/lib/storyteller/models:
+`storyteller models list` shows them and where each model is.
+
+Failures are one line on stderr, never a traceback. Option values and text arguments are
+checked as the command line is read, before anything is done or printed. Exit status: 0 done,
+1 failed, 2 bad usage (an option value out of range, text that is not UTF-8), 3 topic refused
+(the refusal is printed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 def _paths(args: argparse.Namespace, settings: config.Settings, model: str | None = None,
            tokenizer: str | None = None) -> tuple[Path, Path]:
-    """The model and tokenizer files: options, then settings, then models_dir discovery."""
-    models_dir = settings.model.models_dir
+    """The model and tokenizer files: options, then settings, then the model folders."""
+    models_dir = [f.path for f in models.search_dirs(settings.model.models_dir)]
     mpath = Path(model or args.model or "") if (model or args.model) else settings.model.path
     if mpath is None:
         mpath = models.default_model(models_dir)
@@ -226,17 +231,29 @@ def _binding_mode() -> str:
 # ----------------------------------------------------------------------------- models
 
 
+def _folders(args: argparse.Namespace) -> list[models.Folder]:
+    """--models-dir DIR alone, else the search path (models.search_dirs)."""
+    if args.models_dir:
+        return [models.Folder(Path(args.models_dir), "--models-dir")]
+    return models.search_dirs(_settings(args).model.models_dir)
+
+
 def _models_dir(args: argparse.Namespace) -> Path:
-    return Path(args.models_dir) if args.models_dir else _settings(args).model.models_dir
+    """Where fetch writes: the first model folder."""
+    return _folders(args)[0].path
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    d = _models_dir(args)
-    print(f"{d}/ (manifest {models.manifest_path(d)})")
+    folders = _folders(args)
+    d = [f.path for f in folders]
+    print("model folders, searched in this order (fetch writes into the first):")
+    for f in folders:
+        print(f"  {f.path}/  ({f.why}{'' if f.path.is_dir() else '; does not exist yet'})")
+    print(f"manifest: {models.manifest_path(d[0])}")
     for row in models.list_models(d):
-        state = "present" if row.present else "absent"
-        packed = f", packed: {', '.join(row.packed)}" if row.packed else ""
-        print(f"  {row.name:<12} {row.file:<18} {state}{packed}" + (f"  ({row.about})" if row.about else ""))
+        files = ([row.file] if row.present else []) + row.packed
+        state = f"in {row.folder}/: {', '.join(files)}" if row.folder else "absent"
+        print(f"  {row.name:<12} {row.file:<18} {state}" + (f"  ({row.about})" if row.about else ""))
     found = models.find_models(d)
     print(f"default model: {found[0] if found else 'none (storyteller models fetch stories15M)'}")
     return EXIT_OK
@@ -323,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="settings file (default: etc/storyteller.toml)")
     files = _Parser(add_help=False)
-    files.add_argument("--model", metavar="FILE", help="model file (default: the first in models/)")
+    files.add_argument("--model", metavar="FILE", help="model file (default: the first found, see "
+                       "`storyteller models list`)")
     files.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (default: the model's)")
     sampling = _Parser(add_help=False)
     sampling.add_argument("--temperature", type=TEMPERATURE, help="default 0.8 (settings [generation])")
@@ -345,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common, files], help="generate like l2run (same flags and output)",
                          description="llama2.c's run / l2run: the same flags, defaults and output.")
-    run.add_argument("checkpoint", nargs="?", help="model file (or --model; default: the first in models/)")
+    run.add_argument("checkpoint", nargs="?", help="model file (or --model; default: the first found)")
     run.add_argument("-t", type=float, default=1.0, metavar="FLOAT", help="temperature, default 1.0")
     run.add_argument("-p", type=float, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
     run.add_argument("-s", type=int, default=0, metavar="INT", help="seed, default time")
@@ -370,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list, fetch, convert or inspect model files")
     msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     dirs = _Parser(add_help=False)
-    dirs.add_argument("--models-dir", metavar="DIR", help="default: settings [model] models_dir")
+    dirs.add_argument("--models-dir", metavar="DIR", help="this folder only (default: the search path; "
+                      "fetch writes into its first folder)")
     ml = msub.add_parser("list", parents=[common, dirs], help="the manifest's models and what is here")
     ml.set_defaults(func=cmd_models_list)
     mf = msub.add_parser("fetch", parents=[common, dirs], help="download a model and convert it")

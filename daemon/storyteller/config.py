@@ -34,9 +34,9 @@ def data_file(name: str) -> Path:
 class ModelSettings:
     """[model]: which model, tokenizer and session."""
 
-    path: Path | None = None  # None: the first model found in models_dir
+    path: Path | None = None  # None: the first model found in the model folders (models.search_dirs)
     tokenizer: Path | None = None  # None: the model's tokenizer from the manifest, else tokenizer.bin
-    models_dir: Path = Path("models")
+    models_dir: Path | None = None  # searched first, and where fetch writes; None: the per-user folder
     kv: str = "auto"  # "f32", "f16", "auto" (l2run's: f16 for packed f16/q8 models)
     context: int = 0  # positions per story, 0 = the model's seq_len
     kernels: str = ""  # "" = the fastest this CPU runs
@@ -79,7 +79,7 @@ class Settings:
 
 SECTIONS: dict[str, type] = {"model": ModelSettings, "generation": GenerationSettings,
                              "story": StorySettings, "safety": SafetySettings}
-_OPTIONAL_PATHS = {"path", "tokenizer"}  # "" means "not set"
+_OPTIONAL_PATHS = {"path", "tokenizer", "models_dir"}  # "" means "not set"
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,

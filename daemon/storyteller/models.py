@@ -21,12 +21,13 @@ was already there, nor from a mirror.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import struct
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
@@ -608,6 +609,53 @@ def _offline_help(error: str, models_dir: Path, model: Remote, tok: Remote | Non
 
 # ----------------------------------------------------------------------------- discovery
 
+SYSTEM_MODELS = Path("/var/lib/storyteller/models")  # the service's folder (its settings name it)
+
+
+def user_models_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user folder: $XDG_DATA_HOME/storyteller/models, ~/.local/share/storyteller/models
+    when that is unset (or not absolute, as the XDG spec says)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "storyteller" / "models"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder models are looked for in, and why it is searched."""
+
+    path: Path
+    why: str
+
+
+def search_dirs(configured: Path | None = None, env: Mapping[str, str] | None = None) -> list[Folder]:
+    """Where models are looked for, in order: `configured` (settings [model] models_dir), then
+    the folders of $STORYTELLER_MODELS (separated by ':') when it is set, else the per-user
+    folder (user_models_dir()) and the system one (SYSTEM_MODELS). `fetch` writes into the first."""
+    env = os.environ if env is None else env
+    dirs = [Folder(configured, "settings [model] models_dir")] if configured is not None else []
+    listed = env.get("STORYTELLER_MODELS")
+    if listed is not None:
+        dirs += [Folder(Path(p).expanduser(), "$STORYTELLER_MODELS") for p in listed.split(os.pathsep) if p]
+    else:
+        dirs += [Folder(user_models_dir(env), "per-user"), Folder(SYSTEM_MODELS, "system, for the service")]
+    if not dirs:  # STORYTELLER_MODELS="" and no setting: the per-user folder still receives fetches
+        dirs.append(Folder(user_models_dir(env), "per-user"))
+    unique: list[Folder] = []
+    for d in dirs:
+        if all(d.path != u.path for u in unique):
+            unique.append(d)
+    return unique
+
+
+Dirs = Path | Sequence[Path]
+
+
+def _dirs(dirs: Dirs) -> list[Path]:
+    return [dirs] if isinstance(dirs, Path) else list(dirs)
+
 
 def _is_model_file(path: Path, tokenizer_files: set[str]) -> bool:
     if not path.is_file() or path.name in tokenizer_files or path.name.startswith("tok"):
@@ -615,9 +663,7 @@ def _is_model_file(path: Path, tokenizer_files: set[str]) -> bool:
     return path.suffix in (PACKED_SUFFIX, ".bin")
 
 
-def find_models(models_dir: Path) -> list[Path]:
-    """The model files in models_dir, best first: manifest models in manifest order (each
-    packed q8, f16, f32, then its original), then any other model files by name."""
+def _find_in(models_dir: Path) -> list[Path]:
     if not models_dir.is_dir():
         return []
     manifest = load_manifest(models_dir)
@@ -632,26 +678,36 @@ def find_models(models_dir: Path) -> list[Path]:
     return found + others
 
 
-def default_model(models_dir: Path) -> Path:
+def find_models(dirs: Dirs) -> list[Path]:
+    """The model files in the folders (one or a search path), folder by folder, best first in
+    each: manifest models in manifest order (each packed q8, f16, f32, then its original),
+    then any other model files by name."""
+    return [p for d in _dirs(dirs) for p in _find_in(d)]
+
+
+def default_model(dirs: Dirs) -> Path:
     """The first model of find_models(), or ModelNotFoundError saying how to get one."""
-    models = find_models(models_dir)
-    if not models:
-        raise ModelNotFoundError(f"no model in {models_dir}/: run `storyteller models fetch stories15M` "
-                                 "or pass --model FILE")
-    return models[0]
+    folders = _dirs(dirs)
+    found = find_models(folders)
+    if not found:
+        where = ", ".join(f"{d}/" for d in folders)
+        raise ModelNotFoundError(f"no model in {where}: run `storyteller models fetch stories15M` (it writes "
+                                 f"to {folders[0]}/) or pass --model FILE")
+    return found[0]
 
 
-def default_tokenizer(model: Path, models_dir: Path) -> Path:
+def default_tokenizer(model: Path, dirs: Dirs) -> Path:
     """The tokenizer for a model file: the manifest's (model named <name>.*), in the model's
-    folder or models_dir; else tokenizer.bin next to the model, else in models_dir."""
-    manifest = load_manifest(models_dir)
+    folder or a models folder; else tokenizer.bin next to the model, else in a models folder."""
+    folders = _dirs(dirs)
+    manifest = load_manifest(folders[0])
     stem = model.name.split(".")[0]
     candidates: list[Path] = []
     remote = manifest.models.get(stem)
     tok = manifest.tokenizer_of(remote) if remote else None
     if tok is not None:
-        candidates += [model.parent / tok.file, models_dir / tok.file]
-    candidates += [model.parent / "tokenizer.bin", models_dir / "tokenizer.bin"]
+        candidates += [model.parent / tok.file, *(d / tok.file for d in folders)]
+    candidates += [model.parent / "tokenizer.bin", *(d / "tokenizer.bin" for d in folders)]
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
@@ -662,16 +718,23 @@ class Listed:
     name: str
     file: str
     present: bool
-    packed: list[str]  # packed files of it in the folder
+    packed: list[str]  # packed files of it in that folder
     sha256: str
     about: str
+    folder: Path | None = None  # the first folder holding the file or a packed one; None: none does
 
 
-def list_models(models_dir: Path) -> list[Listed]:
-    manifest = load_manifest(models_dir)
+def list_models(dirs: Dirs) -> list[Listed]:
+    folders = _dirs(dirs)
+    manifest = load_manifest(folders[0])
     rows = []
     for r in [*manifest.models.values(), *manifest.tokenizers.values()]:
         names = [packed_name(r.file, t) for t in TYPE_PREFERENCE] if r.name in manifest.models else []
-        packed = [n for n in names if (models_dir / n).is_file()]
-        rows.append(Listed(r.name, r.file, (models_dir / r.file).is_file(), packed, r.sha256, r.about))
+        for d in folders:
+            packed = [n for n in names if (d / n).is_file()]
+            if packed or (d / r.file).is_file():
+                rows.append(Listed(r.name, r.file, (d / r.file).is_file(), packed, r.sha256, r.about, d))
+                break
+        else:
+            rows.append(Listed(r.name, r.file, False, [], r.sha256, r.about))
     return rows

@@ -2,11 +2,16 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # The reference's matrices are small: multithreaded OpenBLAS only adds overhead, and on a
 # loaded machine it makes them several times slower. Must be set before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Model discovery must not find the user's or the system's models (~/.local/share/storyteller,
+# /var/lib/storyteller): every test names its own folders. This folder is never created.
+os.environ["STORYTELLER_MODELS"] = os.path.join(tempfile.gettempdir(), "storyteller-tests-no-models")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

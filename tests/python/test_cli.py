@@ -304,6 +304,24 @@ def test_models_convert_info_list(cli: Callable[..., Result], d: Path, model: Pa
     assert p.returncode == 0 and "stories15M" in p.stdout and "tokenizer.bin" in p.stdout
 
 
+
+def test_models_are_found_from_any_folder(cli: Callable[..., Result], d: Path, story_model: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No settings file here (cwd /): the model comes from $STORYTELLER_MODELS's folders, and
+    `models list` says where it is."""
+    empty, shelf = d / "no-models", d / "shelf"
+    shelf.mkdir()
+    (shelf / "stories15M.bin").symlink_to(story_model)
+    (shelf / "tokenizer.bin").symlink_to(TOK)
+    monkeypatch.setenv("STORYTELLER_MODELS", f"{empty}:{shelf}")
+    p = cli("tell", "space", "--seed", "1", "--sentences", "2")
+    assert p.returncode == 0 and p.stdout.startswith("Once upon a time"), p.stderr
+    p = cli("models", "list")
+    assert p.returncode == 0
+    assert f"  {empty}/  ($STORYTELLER_MODELS; does not exist yet)" in p.stdout
+    assert f"in {shelf}/: stories15M.bin" in p.stdout and f"default model: {shelf}/stories15M.bin" in p.stdout
+
+
 def test_models_fetch_without_network(cli: Callable[..., Result], d: Path) -> None:
     models_dir = d / "offline"
     models_dir.mkdir()

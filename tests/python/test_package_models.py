@@ -484,6 +484,40 @@ def test_find_models_prefers_manifest_order_and_packed(tmp_path: Path, model_byt
     assert models.default_model(d).name == "stories15M.q8.l2"
 
 
+
+def test_search_dirs_settings_then_env_or_user_and_system(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    user = home / ".local" / "share" / "storyteller" / "models"
+    env = {"HOME": str(home)}
+    assert [f.path for f in models.search_dirs(None, env)] == [user, models.SYSTEM_MODELS]
+    assert [f.path for f in models.search_dirs(tmp_path / "conf", env)] == [tmp_path / "conf", user,
+                                                                            models.SYSTEM_MODELS]
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    assert models.search_dirs(None, env)[0].path == tmp_path / "xdg" / "storyteller" / "models"
+    env["XDG_DATA_HOME"] = "relative/path"  # not absolute: ignored, as the XDG spec says
+    assert models.search_dirs(None, env)[0].path == user
+    env["STORYTELLER_MODELS"] = f"{tmp_path / 'a'}:{tmp_path / 'b'}:{tmp_path / 'a'}"
+    assert [f.path for f in models.search_dirs(tmp_path / "conf", env)] == [tmp_path / "conf", tmp_path / "a",
+                                                                            tmp_path / "b"]
+
+
+def test_models_are_found_in_every_folder_of_the_search_path(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for f in (a / "mine.bin", b / "stories15M.q8.l2", b / "tokenizer.bin"):
+        f.write_bytes(b"x")
+    assert models.find_models([a, b]) == [a / "mine.bin", b / "stories15M.q8.l2"]
+    assert models.find_models([b, a])[0] == b / "stories15M.q8.l2"
+    assert models.default_tokenizer(b / "stories15M.q8.l2", [a, b]) == b / "tokenizer.bin"
+    rows = {r.name: r for r in models.list_models([a, b])}
+    assert rows["stories15M"].folder == b and rows["stories15M"].packed == ["stories15M.q8.l2"]
+    assert not rows["stories15M"].present and rows["tokenizer"].folder == b and rows["stories42M"].folder is None
+    with pytest.raises(ModelNotFoundError, match=f"no model in {tmp_path}/x/, {tmp_path}/y/: .* writes to "
+                                                 f"{tmp_path}/x/"):
+        models.default_model([tmp_path / "x", tmp_path / "y"])
+
+
 def test_default_tokenizer(tmp_path: Path) -> None:
     models_dir, other = tmp_path / "models", tmp_path / "other"
     models_dir.mkdir()
