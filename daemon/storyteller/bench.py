@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -58,16 +59,26 @@ def python_run(session: Session, prompt: str, temperature: float, top_p: float, 
     return Run(tok_s, ttft, pos, "".join(out).encode("utf-8", "surrogateescape") + b"\n")
 
 
+def l2run_candidates(explicit: str | None = None) -> list[Path]:
+    """Where l2run is looked for, in order: explicit, $STORYTELLER_BIN/l2run, the build of the
+    source tree this package runs from, the build under the current folder (a checkout after
+    `make`), next to the Python running this (a venv's bin/: scripts/setup links it there), $PATH."""
+    if explicit:
+        return [Path(explicit)]
+    found = [Path(os.environ["STORYTELLER_BIN"]) / "l2run"] if os.environ.get("STORYTELLER_BIN") else []
+    found += [_native.SOURCE_TREE_LIB.parents[1] / "bin" / "l2run", Path.cwd() / "build" / "host" / "bin" / "l2run",
+              Path(sys.executable).parent / "l2run"]
+    on_path = shutil.which("l2run")
+    if on_path:
+        found.append(Path(on_path))
+    return list(dict.fromkeys(found))
+
+
 def find_l2run(explicit: str | None = None) -> Path | None:
-    """The l2run binary: explicit, $STORYTELLER_BIN/l2run, the source tree's build, $PATH."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get("STORYTELLER_BIN"):
-        candidates.append(str(Path(os.environ["STORYTELLER_BIN"]) / "l2run"))
-    candidates.append(str(_native.SOURCE_TREE_LIB.parents[1] / "bin" / "l2run"))
-    candidates.append(shutil.which("l2run") or "")
-    for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return Path(c)
+    """The first l2run_candidates() that is an executable file."""
+    for c in l2run_candidates(explicit):
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
     return None
 
 

@@ -215,7 +215,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"python adds {o.added_us:.1f} us per token ({o.python_us:.1f} vs {o.l2run_us:.1f} us on a 1-layer "
               f"dim-8 vocab-512 model, greedy): {share:.2f}% of this model's l2run time per token")
     else:
-        print("l2run:  not found (build it with `make`, or pass --l2run PATH): no C-only figure")
+        tried = ", ".join(str(c) for c in bench.l2run_candidates(args.l2run))
+        print(f"l2run:  not found (looked at {tried} and $PATH; `make` in the source checkout builds "
+              "build/host/bin/l2run, or pass --l2run PATH): no C-only figure")
     print("memory: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in mem.items()))
     if c and c[-1].memory_kb:
         print("l2run memory: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in c[-1].memory_kb.items()))

@@ -342,6 +342,25 @@ def test_bench_reports_speed_ttft_memory_and_l2run(cli: Callable[..., Result], s
     assert "l2run:" in p.stdout and "(same output)" in p.stdout and "python overhead per token" in p.stdout
 
 
+
+def test_bench_finds_the_checkouts_l2run(d: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed package (no source tree of its own) run in a built checkout finds its l2run."""
+    from storyteller import _native, bench
+
+    checkout = d / "checkout"
+    tool = checkout / "build" / "host" / "bin" / "l2run"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(_native, "SOURCE_TREE_LIB", d / "site-packages" / "build" / "host" / "lib" / "x.so")
+    monkeypatch.delenv("STORYTELLER_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(d / "nothing-here"))
+    monkeypatch.chdir(checkout)
+    assert bench.find_l2run() == tool
+    monkeypatch.chdir(d)
+    assert bench.find_l2run() in (None, Path(sys.executable).parent / "l2run")
+
+
 def test_version(cli: Callable[..., Result]) -> None:
     p = cli("--version")
     assert p.returncode == 0 and p.stdout.startswith("storyteller ")
