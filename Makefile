@@ -1,6 +1,7 @@
 # Storyteller: build menu. `make` builds the host library and tools into build/host/.
 #   make            library (.so, .a) and tools l2run, l2convert
-#   make test       the whole test suite (pytest drives the C tests too)
+#   make test       the whole test suite (pytest drives the C tests too), with scripts/setup's
+#                   .venv when there is one, else python3; -rs prints why a test skipped
 #   make asan       the same build with AddressSanitizer + UBSan, into build/asan/
 #   make fuzz       libFuzzer targets (clang-19), into build/fuzz/
 #   make lint       ruff on the Python code
@@ -55,8 +56,13 @@ $(BUILD)/bin/test_%: tests/c/test_%.c $(BUILD)/lib/libllama2_rvv.a
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $(BUILD)/obj/$(@F).o $<
 	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $(BUILD)/obj/$(@F).o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)
 
+# The Python side: scripts/setup's virtual environment when it exists, else the python3 on PATH.
+VENV   ?= .venv
+PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+RUFF   ?= $(if $(wildcard $(VENV)/bin/ruff),$(VENV)/bin/ruff,$(if $(shell command -v ruff),ruff,$(PYTHON) -m ruff))
+
 test: all lint
-	python3 -m pytest tests -q
+	$(PYTHON) -m pytest tests -q -rs
 
 # Sanitized tools and C tests (static library: no sanitized .so to preload into Python).
 asan:
@@ -73,7 +79,7 @@ build/fuzz/%: tests/c/fuzz/%.c tests/c/fuzz/fuzz_checkpoint.c tests/c/fuzz/memfi
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) -lm
 
 lint:
-	ruff check daemon tests scripts
+	$(RUFF) check daemon tests scripts
 
 clean:
 	rm -rf build
