@@ -103,13 +103,21 @@ def qemu(t: Target, exe: Path, *args: str | Path) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="session")
-def c_test_results(cross_bins) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
+def c_test_args(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
+    """The arguments a C test needs: test_threads takes a model (as test_threads.py gives it)."""
+    model = tmp_path_factory.mktemp("c-test-args") / "tiny.bin"
+    ck.write_v0(model, ck.TINY, ck.make_weights(ck.TINY, seed=4))
+    return {"test_threads": (model,)}
+
+
+@pytest.fixture(scope="session")
+def c_test_results(cross_bins, c_test_args) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
     """(test, target) -> its run under QEMU; all at once, one per core."""
     cases = [(test, tname) for test in C_TESTS for tname in TARGET_NAMES]
 
     def one(case: tuple[str, str]) -> subprocess.CompletedProcess[str]:
         t = target(case[1])
-        return qemu(t, cross_bins[t.build] / case[0])
+        return qemu(t, cross_bins[t.build] / case[0], *c_test_args.get(case[0], ()))
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(zip(cases, pool.map(one, cases), strict=True))
