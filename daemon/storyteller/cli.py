@@ -140,7 +140,7 @@ def _speaker(args: argparse.Namespace) -> Speaker:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """l2run: same flags, defaults, clamping, stdout bytes and stderr tok/s."""
+    """l2run: same flags, defaults, option checks, stdout bytes and stderr tok/s."""
     if args.e == "list":
         print("\n".join(kernel_names()))
         return EXIT_OK
@@ -150,10 +150,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     mpath, tpath = _paths(args, settings, args.checkpoint, args.z)
     seed = args.s or int(time.time()) & 0xFFFFFFFF
-    temperature = max(args.t, 0.0)
-    top_p = args.p if 0.0 <= args.p <= 1.0 else 0.9
-    if args.k not in (None, "f32", "f16"):
-        raise StorytellerError(f"-k must be f32 or f16 (got {args.k})")
     with Model.open(mpath) as model:
         steps = args.n if 0 < args.n <= model.info.seq_len else model.info.seq_len
         kv = args.k or (None if settings.model.kv == "auto" else settings.model.kv)
@@ -161,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         session = model.session(tok, context=steps, kv=kv, kernels=args.e or settings.model.kernels or None)
         out = sys.stdout.buffer
         start = 0.0
-        for step in session.steps(args.i or "", None, temperature, top_p, seed):
+        for step in session.steps(args.i or "", None, args.t, args.p, seed):
             _write(out, printable_piece(step.piece))
             if not start:
                 start = time.perf_counter()
@@ -318,11 +314,15 @@ def _number(kind: type[int] | type[float], low: float, high: float, want: str) -
     return parse
 
 
-TEMPERATURE = _number(float, 0.0, sys.float_info.max, "0 or more")
+FLT_MAX = 3.4028234663852886e38  # the sampler's temperature is a C float
+TEMPERATURE = _number(float, 0.0, FLT_MAX, "0 or more")
 TOP_P = _number(float, 0.0, 1.0, "between 0 and 1")
 COUNT = _number(int, 1, math.inf, "1 or more")
 POSITIONS = _number(int, 0, INT32_MAX, f"between 0 (the model's seq_len) and {INT32_MAX}")
 GROUP = _number(int, 0, INT32_MAX, f"between 0 (the default) and {INT32_MAX}")
+STEPS = _number(int, 0, INT32_MAX, "0 or more (0: the model's seq_len)")
+VERBOSE = _number(int, 0, 1, "0 or 1")
+SEED = _number(int, -(2**63), 2**63 - 1, "a whole number that fits 64 bits")
 
 
 def _text(value: str) -> str:
@@ -366,17 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common, files], help="generate like l2run (same flags and output)",
                          description="llama2.c's run / l2run: the same flags, defaults and output.")
     run.add_argument("checkpoint", nargs="?", help="model file (or --model; default: the first found)")
-    run.add_argument("-t", type=float, default=1.0, metavar="FLOAT", help="temperature, default 1.0")
-    run.add_argument("-p", type=float, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
-    run.add_argument("-s", type=int, default=0, metavar="INT", help="seed, default time")
-    run.add_argument("-n", type=int, default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
+    # The values l2run accepts (it refuses what llama2.c's run would silently replace).
+    run.add_argument("-t", type=TEMPERATURE, default=1.0, metavar="FLOAT", help="temperature, default 1.0")
+    run.add_argument("-p", type=TOP_P, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
+    run.add_argument("-s", type=SEED, default=0, metavar="INT", help="seed, default time")
+    run.add_argument("-n", type=STEPS, default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
     run.add_argument("-i", type=_text, metavar="STRING", help="prompt")
     run.add_argument("-z", metavar="FILE", help="tokenizer")
     run.add_argument("-m", default="generate", metavar="MODE", help="generate (chat is not supported)")
     run.add_argument("-y", type=_text, metavar="STRING", help="system prompt (chat mode only: ignored)")
-    run.add_argument("-k", metavar="f32|f16", help="KV cache type (default f16 for packed f16/q8)")
+    run.add_argument("-k", choices=("f32", "f16"), help="KV cache type (default f16 for packed f16/q8)")
     run.add_argument("-e", metavar="NAME", help="kernel set ('list' prints them)")
-    run.add_argument("-v", type=int, default=0, metavar="INT", help="1: report model, kernels, memory")
+    run.add_argument("-v", type=VERBOSE, default=0, metavar="INT", help="1: report model, kernels, memory")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", parents=[common, files, sampling], help="tok/s, time to first token, memory")

@@ -91,6 +91,18 @@ def test_run_prints_what_l2run_prints(capfdbinary: pytest.CaptureFixture[bytes],
     assert err.startswith(b"achieved tok/s: ")
 
 
+@pytest.mark.parametrize("args", [["-t", "-1"], ["-t", "abc"], ["-t", "nan"], ["-t", "1e39"], ["-p", "2"],
+                                  ["-p", "-0.1"], ["-n", "-3"], ["-n", "2147483648"], ["-s", "18446744073709551616"],
+                                  ["-v", "2"], ["-k", "f8"]])
+def test_run_refuses_what_l2run_refuses(cli: Callable[..., Result], model: Path, args: list[str]) -> None:
+    """One rule for option values: what l2run refuses (instead of replacing it, as llama2.c's run
+    does), storyteller run refuses too, with a one-line usage error and nothing generated."""
+    c = subprocess.run([str(ps.l2run_binary()), str(model), "-z", str(TOK), *args], capture_output=True, text=True)
+    assert c.returncode == 1 and c.stdout == "" and c.stderr.count("\n") == 1, c.stderr
+    p = cli("run", model, "-z", TOK, *args)
+    assert f"argument {args[0]}:" in one_line_error(p, 2) and p.stdout == ""
+
+
 def test_python_m_storyteller(story_model: Path) -> None:
     p = ps.run_cli("run", story_model, "-z", TOK, "-i", "Hi.", "-s", "1")
     c = subprocess.run([str(ps.l2run_binary()), str(story_model), "-z", str(TOK), "-i", "Hi.", "-s", "1"],
