@@ -7,6 +7,15 @@
 #   make lint       ruff on the Python code
 # Cross targets (rv64gc, rv64gcv, c906) are built by scripts/cross-build.
 
+# What each target is (-march, defines, kernel sets): libllama2_rvv/targets.mk, the one
+# description, also read by scripts/cross-build and pip install. TARGET=host: no -march.
+include libllama2_rvv/targets.mk
+TARGET   ?= host
+ifeq ($(origin $(TARGET).kernels),undefined)
+$(error unknown TARGET '$(TARGET)': libllama2_rvv/targets.mk names the targets)
+endif
+TARGET_FLAGS := $(addprefix -march=,$($(TARGET).march)) $(addprefix -D,$($(TARGET).defines))
+
 BUILD    ?= build/host
 CC       ?= cc
 LINK     ?= $(CC)   # cross builds compile with clang and link with the target's gcc
@@ -14,7 +23,8 @@ LINK     ?= $(CC)   # cross builds compile with clang and link with the target's
 OPT      ?= -O3
 CFLAGS   ?=
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla
-CPPFLAGS := -Ilibllama2_rvv/include -Ilibllama2_rvv/src -D_DEFAULT_SOURCE
+# on compile lines only (the link driver may not know a -march the compiler knows)
+CPPFLAGS := -Ilibllama2_rvv/include -Ilibllama2_rvv/src -D_DEFAULT_SOURCE $(TARGET_FLAGS)
 # -ffp-contract=off: no fused multiply-adds unless a kernel asks, so every compiler and
 # target computes the generic kernels' float operations identically.
 ALLFLAGS  = -std=c11 $(OPT) $(WARN) -ffp-contract=off -fPIC $(CFLAGS)

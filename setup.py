@@ -26,6 +26,7 @@ PREBUILT = os.environ.get("STORYTELLER_LIB", "")
 # Files copied into the installed package: (source in the tree, destination in the package).
 PACKAGE_FILES = [
     ("libllama2_rvv/include/llama2_rvv.h", "llama2_rvv.h"),
+    ("libllama2_rvv/targets.mk", "data/targets.mk"),  # storyteller --version checks the kernels
     ("etc/storyteller.toml", "data/storyteller.toml"),
     ("etc/blocklist.txt", "data/blocklist.txt"),
     ("models/manifest.toml", "data/manifest.toml"),

@@ -10,19 +10,22 @@ time, for boards where compiling is impractical): nothing is compiled; the modul
 out-of-line ABI module, which opens a prebuilt library at run time (see _native.py).
 
 Environment, at install time:
-    STORYTELLER_CFLAGS  replaces the per-platform flags (e.g. "-march=rv64gc_xtheadvector")
+    STORYTELLER_CFLAGS  replaces the target's flags (libllama2_rvv/targets.mk), e.g.
+                        "-march=rv64gc_xtheadvector -DL2_REQUIRE_RISCV_V"
     STORYTELLER_ABI     1: ABI mode
     STORYTELLER_LIB     a prebuilt libllama2_rvv.so: ABI mode, and setup.py bundles the .so
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cffi import FFI
 
@@ -34,39 +37,18 @@ C_DIR = ROOT / "libllama2_rvv"
 # so the results are those of the C tools and tests bit for bit.
 BASE_CFLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-D_DEFAULT_SOURCE"]
 
-# T-Head cores that report "v" but implement RVV 0.7.1, reachable only as XTheadVector.
-_THEAD_07_CORES = ("c906", "c910", "c920")
-
 
 def platform_cflags(machine: str, cpuinfo: str = "", env: Mapping[str, str] | None = None) -> list[str]:
     """The target flags for building on `machine` (platform.machine()) whose /proc/cpuinfo
-    is `cpuinfo`. $STORYTELLER_CFLAGS in `env`, when set, replaces them.
-
-    x86_64 and others need none (kernels/x86.c selects AVX2 at run time). On riscv64 the
-    vector kernels need -march: rv64gcv where the ISA string has the V extension, and
-    rv64gc_xtheadvector on T-Head C906/C910/C920 cores, whose "v" is RVV 0.7.1.
-    """
+    is `cpuinfo`: those libllama2_rvv/targets.mk gives the machine's target (targets.py picks
+    it: rv64gcv_zvfhmin on RVV 1.0, rv64gc_xtheadvector on T-Head C906/C910/C920, none on
+    x86_64, whose kernels/x86.c selects AVX2 at run time). $STORYTELLER_CFLAGS in `env`, when
+    set, replaces them."""
     env = os.environ if env is None else env
     override = env.get("STORYTELLER_CFLAGS")
     if override is not None:
         return shlex.split(override)
-    if machine != "riscv64":
-        return []
-    isa, uarch = "", ""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip().lower(), value.strip().lower()
-        if key == "isa" and not isa:
-            isa = value
-        elif key == "uarch" and not uarch:
-            uarch = value
-    base, *multi = isa.split("_")
-    letters = base[4:] if base.startswith("rv64") else ""
-    if any(core in uarch for core in _THEAD_07_CORES) or "xtheadvector" in multi:
-        return ["-march=rv64gc_xtheadvector"]
-    if "v" in letters:
-        return ["-march=rv64gcv"]
-    return []
+    return _targets().load()[_targets().target_name(machine, cpuinfo)].cflags()
 
 
 def abi_mode(env: Mapping[str, str] | None = None) -> bool:
@@ -82,20 +64,22 @@ def c_sources() -> list[str]:
     return [os.path.relpath(f) for f in files]
 
 
-def _read_cpuinfo() -> str:
+def _from_tree(module: str) -> Any:
+    """A module of the package, imported from the source tree (setup.py runs before install)."""
+    sys.path.insert(0, str(_HERE.parent))
     try:
-        return Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return ""
+        return importlib.import_module(f"storyteller.{module}")
+    finally:
+        sys.path.pop(0)
+
+
+def _targets() -> Any:
+    return _from_tree("targets")
 
 
 def _cdef() -> str:
-    sys.path.insert(0, str(_HERE.parent))  # import the package's cdef reader from the tree
-    try:
-        from storyteller._native import cdef_from_header
-    finally:
-        sys.path.pop(0)
-    return cdef_from_header((C_DIR / "include" / "llama2_rvv.h").read_text())
+    native = _from_tree("_native")
+    return str(native.cdef_from_header((C_DIR / "include" / "llama2_rvv.h").read_text()))
 
 
 ffi = FFI()
@@ -108,7 +92,7 @@ else:
         '#include "llama2_rvv.h"',
         sources=c_sources(),
         include_dirs=[os.path.relpath(C_DIR / "include"), os.path.relpath(C_DIR / "src")],
-        extra_compile_args=BASE_CFLAGS + platform_cflags(platform.machine(), _read_cpuinfo()),
+        extra_compile_args=BASE_CFLAGS + platform_cflags(platform.machine(), _targets().read_cpuinfo()),
         libraries=["m"],
     )
 

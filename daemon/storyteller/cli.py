@@ -22,14 +22,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
-from storyteller import __version__, bench, config, faults, models
+from storyteller import __version__, bench, config, faults, models, targets
 from storyteller.engine import Model, Session, Tokenizer, kernel_names, printable_piece
+from storyteller.engine import version as library_version
 from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
 from storyteller.safety import Blocklist
 from storyteller.story import StoryOptions, Storyteller, accept_topic
@@ -338,6 +340,24 @@ def _text(value: str) -> str:
     return value
 
 
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_report())
+        parser.exit(0)
+
+
+def version_report() -> str:
+    """The versions, and the library's kernel sets checked against the ones this machine's
+    target offers (libllama2_rvv/targets.mk): a build that lost its vector kernels says so."""
+    target = targets.load()[targets.target_name(platform.machine(), targets.read_cpuinfo())]
+    offered = kernel_names()
+    missing = [k for k in target.kernels if k not in offered]
+    check = (f"missing {' '.join(missing)}: this library was not built for this CPU (reinstall with "
+             "`pip install .` on it, or build with scripts/cross-build)" if missing else "as expected")
+    return (f"storyteller {__version__}, libllama2_rvv {library_version()}\n"
+            f"kernels: {' '.join(offered)} (target {target.name}: {' '.join(target.kernels)}; {check})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="settings file (default: etc/storyteller.toml)")
@@ -351,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--kv", choices=("f32", "f16"), help="KV cache (default: f16 for packed models)")
 
     p = _Parser(prog="storyteller", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"storyteller {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="versions, and the kernel sets against what "
+                   "this machine's build should offer")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     tell = sub.add_parser("tell", parents=[common, files, sampling], help="tell a story about a topic")

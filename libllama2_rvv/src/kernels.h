@@ -25,6 +25,11 @@
 #if defined(__riscv_xtheadvector) || (defined(__riscv_vector) && defined(__riscv_zvfhmin))
 #define L2_RISCV_V_KERNELS 1
 #endif
+/* A target that promises them (libllama2_rvv/targets.mk: rv64gcv, c906) stops here when the
+ * flags leave them out (-march=rv64gcv without _zvfhmin built a silently scalar library). */
+#if defined(L2_REQUIRE_RISCV_V) && !defined(L2_RISCV_V_KERNELS)
+#error "this target needs the RISC-V vector kernels: -march must enable V with Zvfhmin (rv64gcv_zvfhmin) or XTheadVector (rv64gc_xtheadvector)"
+#endif
 
 typedef struct {
     const char *name;

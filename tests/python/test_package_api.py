@@ -73,21 +73,6 @@ def test_cdef_without_markers_is_an_error() -> None:
         _native.cdef_from_header("int f(void);")
 
 
-@pytest.mark.parametrize(("machine", "cpuinfo", "env", "flags"), [
-    ("x86_64", "", {}, []),
-    ("aarch64", "", {}, []),
-    ("riscv64", "isa\t\t: rv64imafdc_zicsr_zifencei\n", {}, []),
-    ("riscv64", "processor\t: 0\nisa\t\t: rv64imafdcv_zicsr_zifencei_zba\nuarch\t: spacemit,x60\n", {},
-     ["-march=rv64gcv"]),
-    ("riscv64", "isa\t\t: rv64imafdcvsu\nuarch\t\t: thead,c906\n", {}, ["-march=rv64gc_xtheadvector"]),
-    ("riscv64", "isa\t\t: rv64imafdc_xtheadvector\n", {}, ["-march=rv64gc_xtheadvector"]),
-    ("riscv64", "isa\t\t: rv64imafdcv\n", {"STORYTELLER_CFLAGS": "-march=rv64gc -O2"}, ["-march=rv64gc", "-O2"]),
-    ("x86_64", "", {"STORYTELLER_CFLAGS": ""}, []),
-])
-def test_platform_cflags(machine: str, cpuinfo: str, env: dict[str, str], flags: list[str]) -> None:
-    assert _ffi_build.platform_cflags(machine, cpuinfo, env) == flags
-
-
 def test_abi_mode_choice() -> None:
     assert not _ffi_build.abi_mode({})
     assert not _ffi_build.abi_mode({"STORYTELLER_ABI": "0"})
