@@ -28,6 +28,8 @@ from pathlib import Path
 import checkpoints as ck
 import pytest
 
+from storyteller import targets as build_targets
+
 REPO = Path(__file__).resolve().parents[2]
 C_TESTS = sorted(p.stem for p in (REPO / "tests" / "c").glob("test_*.c"))
 TIMEOUT = 300  # seconds for one program under QEMU
@@ -133,12 +135,13 @@ def test_c_test_under_qemu(c_test_results, test, tname):
                                   f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def test_rvv_build_offers_its_kernels(cross_bins):
-    """The rv64gcv build lists its kernel sets; the scalar build only the generic one."""
-    listed = qemu(target("rv64gcv-vlen128"), cross_bins["rv64gcv"] / "l2run", "x", "-e", "list")
-    assert listed.returncode == 0 and "generic" in listed.stdout.split(), listed
-    scalar = qemu(target("rv64gc"), cross_bins["rv64gc"] / "l2run", "x", "-e", "list")
-    assert scalar.stdout.split() == ["generic"], scalar
+@pytest.mark.parametrize("tname", TARGET_NAMES)
+def test_build_offers_its_targets_kernels(cross_bins, tname):
+    """Each build lists exactly the kernel sets libllama2_rvv/targets.mk promises (rvv and
+    generic on rv64gcv, generic alone on rv64gc)."""
+    t = target(tname)
+    listed = qemu(t, cross_bins[t.build] / "l2run", "x", "-e", "list")
+    assert listed.returncode == 0 and listed.stdout.split() == list(build_targets.load()[t.build].kernels), listed
 
 
 # ----------------------------------------------------------------------------- end to end
