@@ -65,6 +65,7 @@ setup(
     packages=find_packages("daemon"),
     install_requires=["cffi>=1.15", "numpy>=1.24"],
     extras_require={
+        "eval": ["matplotlib"],  # storyteller eval --report's plots
         "voice": ["pyaudio", "vosk", "pyttsx3", "systemd-python", "gpiod"],
         "test": ["pytest>=7", "sentencepiece", "confusable-homoglyphs==3.3.1"],  # the last: scripts/make-confusables
     },

@@ -4,6 +4,7 @@
     storyteller run model.bin -n 256 -i "Once"    l2run's flags, defaults and output
     storyteller bench                             tok/s, time to first token, memory
     storyteller models list | fetch NAME [--from URL|PATH] | convert IN OUT --type q8 | info FILE
+    storyteller eval --reference F32.bin          each storage mode's distance from float32
 
 Settings come from the first of --config FILE, $STORYTELLER_CONFIG, ./etc/storyteller.toml,
 /etc/storyteller/storyteller.toml (every key optional); options given here override them.
@@ -20,6 +21,7 @@ checked as the command line is read, before anything is done or printed. Exit st
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -288,6 +290,20 @@ def cmd_models_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from storyteller import evaluate  # numpy and matplotlib: only this command needs them
+
+    data = evaluate.run(Path(args.reference), args.variant or [], Path(args.tokenizer) if args.tokenizer else None,
+                        [Path(t) for t in args.text], args.length, args.streams, args.runs,
+                        Path(args.duo_bench) if args.duo_bench else None)
+    print(evaluate.markdown([evaluate.Result(**r) for r in data["variants"]]), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.report:
+        evaluate.write_report(data, Path(args.report))
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -431,6 +447,23 @@ def build_parser() -> argparse.ArgumentParser:
     mi = msub.add_parser("info", parents=[common], help="a model file's shape and storage")
     mi.add_argument("file")
     mi.set_defaults(func=cmd_models_info)
+
+    e = sub.add_parser("eval", parents=[common], help="each storage mode's distance from float32 and its cost",
+                       description="Teacher-forced KL, top-1, greedy and sampled agreement of each variant "
+                       "against the float32 reference (daemon/storyteller/evaluate.py explains each number).")
+    e.add_argument("--reference", required=True, metavar="F32_CHECKPOINT", help="the float32 model")
+    e.add_argument("--tokenizer", metavar="FILE", help="its tokenizer (for prompts and --text files)")
+    e.add_argument("--variant", action="append", metavar="FILE_OR_MODE",
+                   help="a model file or a mode name (repeatable; default: every mode)")
+    e.add_argument("--text", action="append", default=[], metavar="FILE", help="also teacher-force this text")
+    e.add_argument("--length", type=COUNT, default=200, help="tokens per generated stream (default 200)")
+    e.add_argument("--streams", type=POSITIONS, default=4, help="sampled streams teacher-forced (default 4)")
+    e.add_argument("--runs", type=POSITIONS, default=10, help="seeded top-p runs compared (default 10)")
+    e.add_argument("--duo-bench", metavar="FILE", help="scripts/bench-riscv --json of the c906 build "
+                   "(default build/bench-c906.json) for the projected Duo speed")
+    e.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    e.add_argument("--report", metavar="DIR", help="write DIR/fidelity.md and DIR/frontier.png")
+    e.set_defaults(func=cmd_eval)
     return p
 
 
