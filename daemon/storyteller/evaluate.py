@@ -72,11 +72,20 @@ STORIES15M = {"dim": 288, "hidden_dim": 768, "n_layers": 6, "n_heads": 6, "n_kv_
 CLOCK_HZ, DRAM_BPS = 1e9, 1.2e9  # the Duo's C906 and its DRAM streaming rate (docs target-duo.md)
 
 
-def _matrices(c: dict[str, int]) -> list[tuple[int, int, int]]:
-    """(rows, cols, count) of the matrices one token multiplies, classifier included."""
+SITES = ("qkv", "wo", "w13", "w2", "cls")  # the input vectors of q8 matrices (FORMAT.md)
+
+
+def _matrices(c: dict[str, int]) -> list[tuple[int, int, int, str]]:
+    """(rows, cols, count, input site) of the matrices one token multiplies."""
     d, h, kv = c["dim"], c["hidden_dim"], c["dim"] * c["n_kv_heads"] // c["n_heads"]
     n = c["n_layers"]
-    return [(d, d, 2 * n), (kv, d, 2 * n), (h, d, 2 * n), (d, h, n), (c["vocab_size"], d, 1)]
+    return [(d, d, n, "qkv"), (kv, d, 2 * n, "qkv"), (d, d, n, "wo"), (h, d, 2 * n, "w13"),
+            (d, h, n, "w2"), (c["vocab_size"], d, 1, "cls")]
+
+
+def _site_elems(c: dict[str, int], site: str) -> int:
+    """Elements of a site's input vector quantized per token."""
+    return {"cls": c["dim"], "w2": c["n_layers"] * c["hidden_dim"]}.get(site, c["n_layers"] * c["dim"])
 
 
 def _matrix_bytes(mode: str, rows: int, cols: int, gs: int) -> int:
@@ -94,35 +103,46 @@ def _per_token(row: dict[str, Any], fn: str) -> float:
     return (hi[2] - lo[2]) / (row["n2"] - row["n1"])
 
 
-def project_duo(mode: Mode, bench: dict[str, Any] | None) -> float | None:
-    """Projected Duo tok/s of the stories15M shape in `mode`, from measured C906 costs:
+def project_duo(weight_type: str, bench: dict[str, Any] | None, group: int = 32,
+                two_part: Sequence[str] = (), f16: Sequence[str] = ()) -> float | None:
+    """Projected Duo tok/s of the stories15M shape stored as `weight_type`, from measured
+    C906 costs:
 
-        cycles = other + c_kernel * MACs (per matrix, by its kernel) + c_quant * elements
+        cycles = other + c_kernel * MACs + c_quant * elements quantized
         tok/s  = 1 / max(cycles / 1e9, bytes / 1.2e9)
 
     c_kernel = the kernel's measured cycles per token / the MACs it did (scripts/bench-riscv
-    on the c906 build, estimated cycles of QEMU's execution log); other = everything but the
-    matrix kernels in the q8 measurement; bytes = what one token reads in that mode. None
-    without measurements, or for f32 (no measured f32 kernel; the file does not fit the
+    on the c906 build: estimated cycles of QEMU's execution log); other = everything but the
+    matrix kernels and the quantization in the q8 measurement; bytes = what one token reads.
+    A `two_part` site (an input kept as two int8 parts) runs its matrices and its quantization
+    twice; the matrices of an `f16` site are f16 in a q8 file (mixed precision). None without
+    measurements, or for f32 (no measured f32 kernel; stories15M in f32 does not fit the
     Duo's 64 MB anyway)."""
-    if bench is None or mode.type == "f32":
+    if bench is None or weight_type == "f32":
         return None
     rows = {r["type"]: r for r in bench["rows"] if r["build"] == "c906"}
     if "q8" not in rows or "f16" not in rows:
         return None
-    mats = _matrices(STORIES15M)
-    macs = sum(r * c * k for r, c, k in mats)
-    q8, f16 = rows["q8"], rows["f16"]
-    c_q8, c_f16 = _per_token(q8, "matvec_q8") / macs, _per_token(f16, "matvec_f16") / macs
-    other = q8["per_token"]["est_total_cycles"] - _per_token(q8, "matvec_q8") - _per_token(q8, "quantize_q8")
     c = STORIES15M
-    quant_elems = c["n_layers"] * (3 * c["dim"] + c["hidden_dim"]) + c["dim"]
-    c_quant = _per_token(q8, "quantize_q8") / quant_elems
-    if mode.type == "q8":
-        cycles = other + c_q8 * macs + c_quant * quant_elems
+    mats = _matrices(c)
+    macs = sum(r * col * k for r, col, k, _ in mats)
+    q8 = rows["q8"]
+    c_q8, c_f16 = _per_token(q8, "matvec_q8") / macs, _per_token(rows["f16"], "matvec_f16") / macs
+    other = q8["per_token"]["est_total_cycles"] - _per_token(q8, "matvec_q8") - _per_token(q8, "quantize_q8")
+    elems = sum(_site_elems(c, s) for s in SITES)
+    c_quant = _per_token(q8, "quantize_q8") / elems
+
+    def macs_of(sites: Sequence[str]) -> int:
+        return sum(r * col * k for r, col, k, s in mats if s in sites)
+
+    if weight_type == "q8":
+        q8_sites = [s for s in SITES if s not in f16]
+        cycles = (other + c_q8 * (macs_of(q8_sites) + macs_of(two_part)) + c_f16 * macs_of(f16)
+                  + c_quant * sum(_site_elems(c, s) for s in [*q8_sites, *two_part]))
     else:
         cycles = other + c_f16 * macs
-    nbytes = sum(k * _matrix_bytes(mode.type, r, col, mode.group or 32) for r, col, k in mats)
+    nbytes = sum(k * _matrix_bytes("f16" if s in f16 else weight_type, r, col, group)
+                 for r, col, k, s in mats)
     nbytes += 4 * c["dim"] * (2 * c["n_layers"] + 1)  # norm weights
     return 1.0 / max(cycles / CLOCK_HZ, nbytes / DRAM_BPS)
 
@@ -138,7 +158,7 @@ def load_bench(path: Path | None) -> dict[str, Any] | None:
 def params_per_token(info: engine.ModelInfo) -> int:
     """Parameters one token reads: the matrices, one embedding row, the norm weights."""
     c = {f: getattr(info, f) for f in STORIES15M}
-    return (sum(r * col * k for r, col, k in _matrices(c)) + info.dim
+    return (sum(r * col * k for r, col, k, _ in _matrices(c)) + info.dim
             + info.dim * (2 * info.n_layers + 1))
 
 
@@ -253,7 +273,7 @@ def evaluate(name: str, mode_type: str, path: Path, st: Streams, bench: dict[str
             greedy_first_divergence=min(firsts) if firsts else None,
             sampled_identical_share=same / len(st.sampled) if st.sampled else 1.0,
             decode_tok_s=decoded / seconds if seconds > 0 else 0.0,
-            projected_duo_tok_s=project_duo(mode, bench) if mode else None,
+            projected_duo_tok_s=project_duo(mode.type, bench, mode.group or 32) if mode else None,
             positions=int(kl.size))
 
 
