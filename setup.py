@@ -13,6 +13,7 @@ header and the default settings, word list and model manifest are copied into th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class PlatformDistribution(Distribution):
 
 setup(
     name="storyteller",
-    version="0.1.0",
+    version=re.search(r'#define L2_VERSION "([^"]+)"', (ROOT / PACKAGE_FILES[0][0]).read_text())[1],  # llama2_rvv.h
     description="llama2.c TinyStories models told aloud on tiny RISC-V boards",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

@@ -46,6 +46,14 @@ def header_path() -> Path:
     raise FileNotFoundError("llama2_rvv.h not found next to the package or in the source tree")
 
 
+def version_from_header(text: str) -> str:
+    """The library's version, L2_VERSION in llama2_rvv.h: the package's and setup.py's too."""
+    match = re.search(r'#define L2_VERSION "([^"]+)"', text)
+    if match is None:
+        raise ValueError("llama2_rvv.h does not define L2_VERSION")
+    return match.group(1)
+
+
 def cdef_from_header(text: str) -> str:
     """The declarations between the CDEF markers, with comments removed."""
     match = re.search(r"/\* CDEF-BEGIN \*/(.*?)/\* CDEF-END \*/", text, re.S)

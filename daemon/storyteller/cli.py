@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from storyteller import __version__, bench, config, faults, models, targets
-from storyteller.engine import Model, Session, Tokenizer, kernel_names, printable_piece
+from storyteller.engine import Model, Session, Tokenizer, check_run_option, kernel_names, printable_piece
 from storyteller.engine import version as library_version
 from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
 from storyteller.safety import Blocklist
@@ -338,9 +338,18 @@ TOP_P = _number(float, 0.0, 1.0, "between 0 and 1")
 COUNT = _number(int, 1, math.inf, "1 or more")
 POSITIONS = _number(int, 0, INT32_MAX, f"between 0 (the model's seq_len) and {INT32_MAX}")
 GROUP = _number(int, 0, INT32_MAX, f"between 0 (the default) and {INT32_MAX}")
-STEPS = _number(int, 0, INT32_MAX, "0 or more (0: the model's seq_len)")
-VERBOSE = _number(int, 0, 1, "0 or 1")
-SEED = _number(int, -(2**63), 2**63 - 1, "a whole number that fits 64 bits")
+
+
+def _run_option(flag: str) -> Callable[[str], float | int]:
+    """run's -t, -p, -s, -n, -v: l2run's rule, which is the C library's (l2_check_option)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            return check_run_option(flag, text)
+        except StorytellerError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def _text(value: str) -> str:
@@ -404,17 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
                          description="llama2.c's run / l2run: the same flags, defaults and output.")
     run.add_argument("checkpoint", nargs="?", help="model file (or --model; default: the first found)")
     # The values l2run accepts (it refuses what llama2.c's run would silently replace).
-    run.add_argument("-t", type=TEMPERATURE, default=1.0, metavar="FLOAT", help="temperature, default 1.0")
-    run.add_argument("-p", type=TOP_P, default=0.9, metavar="FLOAT", help="top-p, default 0.9")
-    run.add_argument("-s", type=SEED, default=0, metavar="INT", help="seed, default time")
-    run.add_argument("-n", type=STEPS, default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
+    run.add_argument("-t", type=_run_option("t"), default=1.0, metavar="FLOAT", help="temperature, default 1.0")
+    run.add_argument("-p", type=_run_option("p"), default=0.9, metavar="FLOAT", help="top-p, default 0.9")
+    run.add_argument("-s", type=_run_option("s"), default=0, metavar="INT", help="seed, default time")
+    run.add_argument("-n", type=_run_option("n"), default=256, metavar="INT", help="steps, default 256; 0 = seq_len")
     run.add_argument("-i", type=_text, metavar="STRING", help="prompt")
     run.add_argument("-z", metavar="FILE", help="tokenizer")
     run.add_argument("-m", default="generate", metavar="MODE", help="generate (chat is not supported)")
     run.add_argument("-y", type=_text, metavar="STRING", help="system prompt (chat mode only: ignored)")
     run.add_argument("-k", choices=("f32", "f16"), help="KV cache type (default f16 for packed f16/q8)")
     run.add_argument("-e", metavar="NAME", help="kernel set ('list' prints them)")
-    run.add_argument("-v", type=VERBOSE, default=0, metavar="INT", help="1: report model, kernels, memory")
+    run.add_argument("-v", type=_run_option("v"), default=0, metavar="INT", help="1: report model, kernels, memory")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", parents=[common, files, sampling], help="tok/s, time to first token, memory")

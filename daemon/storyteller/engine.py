@@ -49,30 +49,33 @@ from typing import TYPE_CHECKING, Any, Self
 from storyteller import _native
 from storyteller.errors import (
     ArgumentError,
-    ContextFullError,
     SessionBusyError,
     StorytellerError,
     VocabMismatchError,
     error_for_status,
 )
-from storyteller.sentences import Sentence, split_stream
 
 if TYPE_CHECKING:
     import numpy as np
 
-BOS = 1  # llama2.c's <s>: a sampled BOS ends the text, as in `run`
-EOS = 2  # </s>
-L2_ERR_CANCELLED = 7  # l2_status of an eval stopped by l2_session_cancel
-
-KV_TYPES = {"f32": 0, "f16": 1}
-CONVERT_TYPES = {"f32": 0, "f16": 1, "q8": 2}
-WEIGHT_TYPE_NAMES = ("f32", "f16", "q8", "q8 (llama2.c v2)")  # l2_type
-FILE_KIND_NAMES = ("llama2.c v0", "llama2.c v1", "llama2.c v2 (Q8_0)", "packed")  # l2_file_kind
+KV_TYPES = ("f32", "f16")  # l2_type names a KV cache can have
+CONVERT_TYPES = ("f32", "f16", "q8")  # and a packed file
 _U64 = (1 << 64) - 1
 
 
 def _lib() -> tuple[Any, Any]:
     return _native.load()
+
+
+def _type(name: str) -> int:
+    """The l2_type called `name` (l2_type_name's)."""
+    return int(getattr(_lib()[1], f"L2_TYPE_{name.upper()}"))
+
+
+def _name(c_name: Any) -> str:
+    """A name the C library returns (l2_type_name, l2_file_kind_name)."""
+    ffi, _ = _lib()
+    return "?" if c_name == ffi.NULL else str(ffi.string(c_name).decode())
 
 
 # ---- arguments: checked here, so that the C call never sees one cut short or wrapped
@@ -118,6 +121,17 @@ def version() -> str:
     return str(ffi.string(lib.l2_version()).decode())
 
 
+def check_run_option(flag: str, text: str) -> float | int:
+    """The value of llama2.c run's numeric option -t, -p (a float), -s, -n or -v (an int),
+    checked by the C library's rule, l2_check_option, which l2run applies too; ArgumentError
+    ("-t needs a temperature of 0 or more, not '-1'") when it breaks it."""
+    ffi, lib = _lib()
+    number, whole, err = ffi.new("double *"), ffi.new("int64_t *"), ffi.new("l2_error *")
+    if (st := lib.l2_check_option(flag.encode(), _utf8(text, f"the value of -{flag}"), number, whole, err)) != 0:
+        _raise(st, err)
+    return float(number[0]) if flag in "tp" else int(whole[0])
+
+
 def kernel_names() -> list[str]:
     """The kernel sets this build runs on this CPU, fastest (the default) first."""
     ffi, lib = _lib()
@@ -142,25 +156,16 @@ class ModelInfo:
     vocab_size: int
     seq_len: int
     shared_classifier: int
-    weight_type: int  # index into WEIGHT_TYPE_NAMES
+    weight_type: int  # l2_type
     group_size: int  # q8 group size, 0 for float types
-    file_kind: int  # index into FILE_KIND_NAMES
+    file_kind: int  # l2_file_kind
     format_version: int
+    n_tensors: int  # tensors convert() writes and reports
     file_bytes: int
     weight_bytes_per_token: int
-
-    @property
-    def weight_type_name(self) -> str:
-        return WEIGHT_TYPE_NAMES[self.weight_type]
-
-    @property
-    def file_kind_name(self) -> str:
-        return FILE_KIND_NAMES[self.file_kind]
-
-    @property
-    def default_kv(self) -> str:
-        """l2run's default KV cache: f16 for packed f16/q8 models, else f32."""
-        return "f16" if self.file_kind == 3 and self.weight_type != 0 else "f32"
+    weight_type_name: str  # l2_type_name: "f32", "f16", "q8", "q8 (llama2.c v2)"
+    file_kind_name: str  # l2_file_kind_name: "llama2.c v0", ..., "packed"
+    default_kv: str  # l2_default_kv_type: f16 for packed f16/q8 models, else f32 (as l2run)
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,11 @@ class Model(_Owned):
         handle = ffi.gc(out[0], lib.l2_model_free)
         raw = ffi.new("l2_model_info *")
         lib.l2_model_info_get(handle, raw)
-        info = ModelInfo(**{f.name: int(getattr(raw, f.name)) for f in fields(ModelInfo)})
+        names = {"weight_type_name": _name(lib.l2_type_name(raw.weight_type)),
+                 "file_kind_name": _name(lib.l2_file_kind_name(raw.file_kind)),
+                 "default_kv": _name(lib.l2_type_name(lib.l2_default_kv_type(handle)))}
+        info = ModelInfo(**{f.name: int(getattr(raw, f.name)) for f in fields(ModelInfo) if f.name not in names},
+                         **names)
         return cls(handle, p, info)
 
     @property
@@ -310,7 +319,7 @@ class Model(_Owned):
         # the model and tokenizer stay open until the session is registered with both, so
         # their close() finds it and closes it first
         with self._use() as model_handle, tokenizer._use() if tokenizer is not None else nullcontext():
-            s = Session(self, model_handle, tokenizer, context, kv or self.info.default_kv, kernels)
+            s = Session(self, model_handle, tokenizer, context, kv, kernels)
             for owner in (self, tokenizer):
                 if owner is not None:
                     with owner._state:
@@ -331,11 +340,11 @@ class Model(_Owned):
                 raise ArgumentError(f"{os.fsdecode(written)} is the model's own file: writing it would destroy "
                                     "the model while it is read; write to another file")
         ffi, lib = _lib()
-        cap = 3 + 9 * self.info.n_layers
+        cap = self.info.n_tensors
         reports = ffi.new("l2_tensor_report[]", cap)
         n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
         with self._use() as handle:
-            st = lib.l2_convert(handle, target, CONVERT_TYPES[type], _int32("group_size", group_size),
+            st = lib.l2_convert(handle, target, _type(type), _int32("group_size", group_size),
                                 reports, cap, n, err)
         if st != 0:
             _raise(st, err)
@@ -396,11 +405,11 @@ class Tokenizer(_Owned):
         """The bytes of `token` following `prev` (a "<0xHH>" piece is that byte; after BOS a
         leading space is dropped). Raw: llama2.c's print rule is TextDecoder's job."""
         ffi, lib = _lib()
-        piece, n = ffi.new("const char **"), ffi.new("size_t *")
+        piece, n, err = ffi.new("const char **"), ffi.new("size_t *"), ffi.new("l2_error *")
         prev, token = _int32("token id", prev), _int32("token id", token)
         with self._use() as handle:  # the piece lives in the tokenizer: copied before close()
-            if lib.l2_tokenizer_decode(handle, prev, token, piece, n) != 0:
-                raise ArgumentError(f"token id {token} is outside 0..{self.vocab_size - 1}")
+            if (st := lib.l2_tokenizer_decode(handle, prev, token, piece, n, err)) != 0:
+                _raise(st, err)
             return bytes(ffi.buffer(piece[0], n[0]))
 
     def close(self) -> None:
@@ -461,10 +470,8 @@ class Sampler:
 
     def __init__(self, vocab_size: int, temperature: float = 1.0, top_p: float = 0.9,
                  seed: int | None = None) -> None:
-        if not temperature >= 0.0:  # also rejects NaN
-            raise ArgumentError(f"temperature must be 0 or more (got {temperature})")
-        if not 0.0 <= top_p <= 1.0:
-            raise ArgumentError(f"top_p must be in [0, 1] (got {top_p})")
+        """temperature and top_p within l2_check_option's ranges (the C library refuses others:
+        ArgumentError); seed None or 0 draws a random one."""
         if not seed:
             seed = secrets.randbits(63) | 1
         self.seed = seed & _U64  # a negative seed wraps as l2run's (unsigned long long) cast
@@ -498,13 +505,13 @@ class Session(_Owned):
     _exclusive = True
 
     def __init__(self, model: Model, model_handle: Any, tokenizer: Tokenizer | None, context: int,
-                 kv: str, kernels: str | None) -> None:
-        if kv not in KV_TYPES:
+                 kv: str | None, kernels: str | None) -> None:
+        if kv is not None and kv not in KV_TYPES:
             raise ArgumentError(f"KV cache type must be f32 or f16 (got {kv!r})")
         ffi, lib = _lib()
         params = ffi.new("l2_session_params *")
         params.context = _int32("context", context)
-        params.kv_type = KV_TYPES[kv]
+        params.kv_type = _type(kv or "auto")
         kernels_c = ffi.new("char[]", _utf8(kernels, "the kernel set name")) if kernels else ffi.NULL
         params.kernels = kernels_c
         out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
@@ -513,7 +520,7 @@ class Session(_Owned):
         self._own(ffi.gc(out[0], lib.l2_session_free), "the session")
         self.model = model
         self.tokenizer = tokenizer
-        self.kv = kv
+        self.kv = _name(lib.l2_type_name(lib.l2_session_kv_type(self._handle)))
         self.context = int(lib.l2_session_context(self._handle))
         self.kernels = ffi.string(lib.l2_session_kernels(self._handle)).decode()
         self._cancelled = False  # cancel() was called since the last generation start or reset
@@ -560,10 +567,15 @@ class Session(_Owned):
             return np.frombuffer(ffi.buffer(p, 4 * self.model.vocab_size), dtype=np.float32).copy()
 
     def sample(self, sampler: Sampler) -> int:
-        """A token drawn from the last logits (which the sampler overwrites)."""
-        _, lib = _lib()
+        """A token drawn from the last logits (which the sampler overwrites), with the
+        session's kernels."""
+        ffi, lib = _lib()
+        token, err = ffi.new("int32_t *"), ffi.new("l2_error *")
         with self._use() as s:
-            return int(lib.l2_sampler_sample(sampler.handle, lib.l2_session_logits(s)))
+            st = lib.l2_session_sample(s, sampler.handle, token, err)
+        if st != 0:
+            _raise(st, err)
+        return int(token[0])
 
     def cancel(self) -> None:
         """Stops the generation in progress before its next token, and a prompt evaluation
@@ -583,7 +595,8 @@ class Session(_Owned):
     def steps(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
               top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
               stop_on_eos: bool = False) -> Iterator[Step]:
-        """The generate loop of llama2.c's `run`, token by token.
+        """The generate loop of llama2.c's `run`, token by token: the C library's
+        l2_generate_begin and l2_generate_step, which l2run runs too.
 
         The session is reset and the prompt (encoded with BOS) is evaluated here, in one call,
         before this returns; the iterator then yields the prompt's tokens (echo) and up to
@@ -596,25 +609,26 @@ class Session(_Owned):
         """
         tok = self._require_tokenizer()
         prompt_tokens = tok.encode(prompt, bos=True)
-        if len(prompt_tokens) > self.context:
-            raise ContextFullError(f"the prompt is {len(prompt_tokens)} tokens, longer than the "
-                                   f"{self.context}-position context")
         if max_tokens is not None and max_tokens < 0:
             raise ArgumentError(f"max_tokens must be 0 or more (got {max_tokens})")
         sampler = Sampler(self.model.vocab_size, temperature, top_p, seed)
         ffi, lib = _lib()
         buf, err = ffi.new("int32_t[]", prompt_tokens), ffi.new("l2_error *")
+        g = ffi.new("l2_generation *")
+        g.prompt, g.n_prompt, g.max_pos = buf, len(prompt_tokens), self.context
+        g.max_sampled = -1 if max_tokens is None else _int32("max_tokens", max_tokens)
+        g.stop_on_eos = int(stop_on_eos)
         with self._use() as s:
             with self._state:
                 self._generation += 1
                 generation = self._generation
             self._reset(s)
-            st = lib.l2_session_eval(s, buf, len(buf), err)
-        if st == L2_ERR_CANCELLED:
+            st = lib.l2_generate_begin(s, g, err)
+        if st == lib.L2_ERR_CANCELLED:
             return iter(())
         if st != 0:
             _raise(st, err)
-        return self._loop(prompt_tokens, tok.handle, sampler, max_tokens, echo, stop_on_eos, generation)
+        return self._loop(g, buf, tok.handle, sampler, echo, generation)
 
     def _step(self, generation: int) -> Any:
         """Takes the session for one step of `generation`: its handle, or None when the
@@ -628,46 +642,29 @@ class Session(_Owned):
             self._users = 1
             return self._handle
 
-    def _loop(self, prompt: list[int], t: Any, sampler: Sampler, max_tokens: int | None, echo: bool,
-              stop_on_eos: bool, generation: int) -> Iterator[Step]:
-        # Where the time goes: one eval (the forward pass) and one sample per token, both in C
-        # without the GIL. Everything is looked up once; the loop body is the l2run loop, each
-        # step with the session to itself (_step/_leave: close() waits for it). The tokenizer
-        # handle t stays valid: closing the tokenizer closes this session first.
+    def _loop(self, g: Any, prompt: Any, t: Any, sampler: Sampler, echo: bool, generation: int) -> Iterator[Step]:
+        # Where the time goes: l2_generate_step (eval, sample, decode) in C without the GIL.
+        # Each step has the session to itself (_step/_leave: close() waits for it); `prompt`
+        # keeps g.prompt's buffer alive. The tokenizer handle t stays valid: closing the
+        # tokenizer closes this session first.
         ffi, lib = _lib()
-        smp = sampler.handle
-        eval_c, logits_c = lib.l2_session_eval, lib.l2_session_logits
-        sample_c, decode_c, buffer = lib.l2_sampler_sample, lib.l2_tokenizer_decode, ffi.buffer
-        one, err = ffi.new("int32_t[1]"), ffi.new("l2_error *")
-        piece, length = ffi.new("const char **"), ffi.new("size_t *")
-        n, context = len(prompt), self.context
-        limit = context if max_tokens is None else max_tokens
-        token, pos, sampled = prompt[0], 0, 0
-        while pos < n - 1 or (pos < context and sampled < limit):
+        step_c, smp, buffer, cancelled = lib.l2_generate_step, sampler.handle, ffi.buffer, lib.L2_ERR_CANCELLED
+        err = ffi.new("l2_error *")
+        while True:
             if (s := self._step(generation)) is None:
                 return
             try:
-                if pos >= n:
-                    one[0] = token
-                    if (st := eval_c(s, one, 1, err)) != 0:
-                        if st == L2_ERR_CANCELLED:
-                            return
-                        _raise(st, err)
-                forced = pos < n - 1
-                if forced:
-                    nxt = prompt[pos + 1]
-                else:
-                    nxt = sample_c(smp, logits_c(s))
-                    sampled += 1
-                pos += 1
-                if nxt == BOS or (stop_on_eos and nxt == EOS) or self._cancelled:
+                if (st := step_c(s, g, smp, t, err)) != 0:
+                    if st == cancelled:
+                        return
+                    _raise(st, err)
+                if g.done or self._cancelled:
                     return
-                data = buffer(piece[0], length[0])[:] if decode_c(t, token, nxt, piece, length) == 0 else b""
+                data = buffer(g.piece, g.piece_len)[:] if g.piece != ffi.NULL else b""
             finally:
                 self._leave()
-            token = nxt
-            if echo or not forced:
-                yield Step(nxt, data, forced)
+            if echo or not g.forced:
+                yield Step(g.token, data, bool(g.forced))
 
     def generate(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
                  top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
@@ -684,15 +681,6 @@ class Session(_Owned):
                            stop_on_eos=stop_on_eos)
         errors = "replace" if keep_byte_pieces else "surrogateescape"
         return _texts(steps, TextDecoder(keep_byte_pieces, errors))
-
-    def stream_sentences(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
-                         top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
-                         stop_on_eos: bool = False) -> Iterator[Sentence]:
-        """Complete sentences of the generated text, each as soon as it ends (sentences.py
-        says how quotes, abbreviations, ellipses, dialogue and newlines are handled); text
-        after the last complete sentence is not returned."""
-        return split_stream(self.generate(prompt, max_tokens, temperature, top_p, seed, echo=echo,
-                                          stop_on_eos=stop_on_eos, keep_byte_pieces=True))
 
     def close(self) -> None:
         """Ends the generation in progress (cancelling its C call, which returns within one

@@ -16,6 +16,11 @@
 /* Fills err (if any) with the formatted message and returns status. */
 l2_status l2_fail(l2_error *err, l2_status status, const char *fmt, ...) L2_PRINTF(3, 4);
 
+/* Empties err's message: the first thing every public call that takes an l2_error does. */
+static inline void l2_clear_error(l2_error *err) {
+    if (err) err->message[0] = '\0';
+}
+
 /* A whole file mapped read-only; the pages stay file-backed and shared between processes.
  * Truncating or overwriting the file in place while it is mapped makes reads of the lost
  * pages raise SIGBUS: files are replaced by renaming a new file over them (llama2_rvv.h). */

@@ -162,9 +162,10 @@ static l2_status sync_parent_dir(const char *path, l2_error *err) {
     return st;
 }
 
-l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t group_size,
+l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t group_size,
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err) {
+    l2_clear_error(err);
     if (n_reports) *n_reports = 0;
     const l2_model_info *c = &m->info;
     if (type != L2_TYPE_F32 && type != L2_TYPE_F16 && type != L2_TYPE_Q8)
@@ -179,7 +180,7 @@ l2_status l2_convert(const l2_model *m, const char *path, int32_t type, int32_t 
         return l2_fail(err, L2_ERR_ARG, "%s is the model's own file: converting would replace "
                        "the model it reads; write to another file", path);
     /* the tensors in the order the forward pass reads them */
-    size_t cap = 3 + 9 * (size_t)c->n_layers, n = 0;
+    size_t cap = (size_t)c->n_tensors, n = 0;
     out_tensor *ts = calloc(cap, sizeof *ts);
     if (!ts) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
     l2_type wt = (l2_type)type;

@@ -48,65 +48,6 @@ static void read_config(l2_model_info *c, const unsigned char *p) {
     c->seq_len = l2_read_i32(p + 24);
 }
 
-/* ---------------------------------------------------------------- matrices */
-
-uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
-    uint64_t n = (uint64_t)rows * (uint64_t)cols;
-    switch (type) {
-    case L2_TYPE_F32: return 4 * n;
-    case L2_TYPE_F16: return 2 * n;
-    case L2_TYPE_Q8: {
-        uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
-        uint64_t groups = ((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs;
-        return prows * groups * (uint64_t)gs;
-    }
-    case L2_TYPE_Q8_FLAT: return n;
-    }
-    return 0;
-}
-
-uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
-    uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
-    switch (type) {
-    case L2_TYPE_Q8: return 4 * prows * (((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs);
-    case L2_TYPE_Q8_FLAT: return 4 * ((uint64_t)rows * (uint64_t)cols / (uint64_t)gs);
-    default: return 0;
-    }
-}
-
-void l2_matrix_row(const l2_matrix *m, int32_t row, float *out) {
-    size_t cols = (size_t)m->cols;
-    switch (m->type) {
-    case L2_TYPE_F32:
-        memcpy(out, (const float *)m->data + (size_t)row * cols, cols * sizeof(float));
-        break;
-    case L2_TYPE_F16: {
-        const uint16_t *w = (const uint16_t *)m->data + (size_t)row * cols;
-        for (size_t c = 0; c < cols; c++) out[c] = l2_f16_to_f32(w[c]);
-        break;
-    }
-    case L2_TYPE_Q8: {
-        enum { BR = L2_Q8_BLOCK_ROWS };
-        size_t gs = (size_t)m->group_size, groups = (cols + gs - 1) / gs;
-        size_t b = (size_t)row / BR, r = (size_t)row % BR;
-        const int8_t *wq = m->data;
-        const float *ws = (const float *)(const void *)m->scales;
-        for (size_t c = 0; c < cols; c++) {
-            size_t bg = b * groups + c / gs;
-            out[c] = (float)wq[(bg * gs + c % gs) * BR + r] * ws[bg * BR + r];
-        }
-        break;
-    }
-    case L2_TYPE_Q8_FLAT: {
-        size_t f = (size_t)row * cols, gs = (size_t)m->group_size;
-        const int8_t *wq = m->data;
-        for (size_t c = 0; c < cols; c++, f++)
-            out[c] = (float)wq[f] * l2_read_f32(m->scales + 4 * (f / gs));
-        break;
-    }
-    }
-}
-
 /* Walks a file image, handing out consecutive tensors and failing once past the end. */
 typedef struct {
     const unsigned char *base;
@@ -288,16 +229,16 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
     m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
     if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
 
-    uint64_t expected = 2 + 9 * (uint64_t)c->n_layers + (c->shared_classifier ? 0 : 1);
-    if (n_tensors != expected)
-        return l2_fail(err, L2_ERR_FORMAT, "%s: %u tensors listed, the config needs %llu", path,
-                       n_tensors, (unsigned long long)expected);
+    int32_t expected = l2_tensor_count(c->n_layers, c->shared_classifier);
+    if (n_tensors != (uint32_t)expected)
+        return l2_fail(err, L2_ERR_FORMAT, "%s: %u tensors listed, the config needs %d", path,
+                       n_tensors, expected);
     if (header_bytes < L2_PACKED_HEADER_BYTES + (uint64_t)n_tensors * L2_PACKED_ENTRY_BYTES ||
         header_bytes > size)
         return l2_fail(err, L2_ERR_FORMAT, "%s: header size %u is inconsistent", path, header_bytes);
 
     /* each (name, layer) must appear exactly once */
-    size_t n_slots = 3 + 9 * (size_t)c->n_layers;
+    size_t n_slots = (size_t)l2_tensor_count(c->n_layers, 0);  /* every name, wcls too */
     unsigned char *seen = calloc(n_slots, 1);
     if (!seen) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
     st = L2_OK;

@@ -7,8 +7,30 @@
 #include <string.h>
 
 #include "model.h"
+#include "sampler.h"
 
-const char *l2_version(void) { return "0.1.0"; }
+const char *l2_version(void) { return L2_VERSION; }
+
+const char *l2_type_name(l2_type type) {
+    switch (type) {
+    case L2_TYPE_AUTO: return "auto";
+    case L2_TYPE_F32: return "f32";
+    case L2_TYPE_F16: return "f16";
+    case L2_TYPE_Q8: return "q8";
+    case L2_TYPE_Q8_FLAT: return "q8 (llama2.c v2)";
+    }
+    return NULL;
+}
+
+const char *l2_file_kind_name(l2_file_kind kind) {
+    switch (kind) {
+    case L2_FILE_V0: return "llama2.c v0";
+    case L2_FILE_V1: return "llama2.c v1";
+    case L2_FILE_V2: return "llama2.c v2 (Q8_0)";
+    case L2_FILE_PACKED: return "packed";
+    }
+    return NULL;
+}
 
 /* ---------------------------------------------------------------- model */
 
@@ -18,6 +40,8 @@ static uint64_t matrix_bytes(const l2_matrix *m) {
 }
 
 l2_status l2_model_open(const char *path, l2_model **out, l2_error *err) {
+    l2_clear_error(err);
+    if (!out) return l2_fail(err, L2_ERR_ARG, "l2_model_open: NULL argument");
     *out = NULL;
     if (!path) return l2_fail(err, L2_ERR_ARG, "no model path given");
     l2_model *m = calloc(1, sizeof *m);
@@ -38,11 +62,17 @@ l2_status l2_model_open(const char *path, l2_model **out, l2_error *err) {
                  matrix_bytes(&w->w3);
     }
     m->info.weight_bytes_per_token = bytes;
+    m->info.n_tensors = l2_tensor_count(c->n_layers, c->shared_classifier);
     *out = m;
     return L2_OK;
 }
 
 void l2_model_info_get(const l2_model *model, l2_model_info *out) { *out = model->info; }
+
+l2_type l2_default_kv_type(const l2_model *model) {
+    const l2_model_info *c = &model->info;
+    return c->file_kind == L2_FILE_PACKED && c->weight_type != L2_TYPE_F32 ? L2_TYPE_F16 : L2_TYPE_F32;
+}
 
 void l2_model_free(l2_model *model) {
     if (!model) return;
@@ -81,11 +111,14 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
                          l2_session **out, l2_error *err) {
+    l2_clear_error(err);
+    if (!model || !out) return l2_fail(err, L2_ERR_ARG, "l2_session_new: NULL argument");
     *out = NULL;
     const l2_model_info *c = &model->info;
     l2_session_params p = {0, L2_TYPE_F32, NULL};
     if (params) p = *params;
     if (p.context == 0) p.context = c->seq_len;
+    if (p.kv_type == L2_TYPE_AUTO) p.kv_type = l2_default_kv_type(model);
     if (p.context < 0 || p.context > c->seq_len)
         return l2_fail(err, L2_ERR_ARG, "context %d is outside 1..%d (the model's seq_len)",
                        p.context, c->seq_len);
@@ -134,7 +167,7 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
     s->model = model;
     s->k = k;
     s->context = p.context;
-    s->kv_type = (l2_type)p.kv_type;
+    s->kv_type = p.kv_type;
     atomic_init(&s->cancel, 0);
     atomic_init(&s->busy, 0);
     *out = s;
@@ -159,8 +192,19 @@ static int cancelled(const l2_session *s) {
 }
 int32_t l2_session_pos(const l2_session *s) { return s->pos; }
 int32_t l2_session_context(const l2_session *s) { return s->context; }
+l2_type l2_session_kv_type(const l2_session *s) { return s->kv_type; }
+int32_t l2_session_vocab_size(const l2_session *s) { return s->model->info.vocab_size; }
 const char *l2_session_kernels(const l2_session *s) { return s->k->name; }
 float *l2_session_logits(l2_session *s) { return s->logits; }
+
+l2_status l2_session_sample(l2_session *s, l2_sampler *sampler, int32_t *token, l2_error *err) {
+    if (s && sampler && l2_sampler_vocab_size(sampler) != s->model->info.vocab_size) {
+        if (token) *token = 0;
+        return l2_fail(err, L2_ERR_ARG, "the sampler's vocabulary (%d) is not the model's (%d)",
+                       l2_sampler_vocab_size(sampler), s->model->info.vocab_size);
+    }
+    return l2_sampler_sample_with(sampler, s ? s->k : NULL, s ? s->logits : NULL, token, err);
+}
 
 /* ---------------------------------------------------------------- neural net blocks */
 
@@ -182,6 +226,7 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
     case L2_TYPE_Q8_FLAT:
         l2_matvec_q8_flat(out, w->data, w->scales, x, w->rows, w->cols, w->group_size);
         break;
+    case L2_TYPE_AUTO: break;  /* never a matrix's type */
     }
 }
 
@@ -310,6 +355,7 @@ static l2_status eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error 
 }
 
 l2_status l2_session_eval(l2_session *s, const int32_t *tokens, int32_t n, l2_error *err) {
+    l2_clear_error(err);
     /* the context check and the position update must not interleave with another eval's */
     if (atomic_exchange_explicit(&s->busy, 1, memory_order_acquire))
         return l2_fail(err, L2_ERR_BUSY, "the session is being evaluated by another thread (a "

@@ -36,13 +36,23 @@ struct l2_model {
     l2_layer *layers;                /* (n_layers) */
 };
 
+/* Tensors in a packed file of this shape (l2_model_info.n_tensors): the embedding, 9 per
+ * layer, the final norm, and the classifier unless it is the embedding. */
+static inline int32_t l2_tensor_count(int32_t n_layers, int32_t shared_classifier) {
+    return 2 + 9 * n_layers + (shared_classifier ? 0 : 1);
+}
+
+/* The vocabulary of the session's model (model.c). */
+int32_t l2_session_vocab_size(const l2_session *s);
+
 /* Validates the file's header and sizes and fills model (loader.c). */
 l2_status l2_load(l2_model *model, const char *path, l2_error *err);
 
-/* Row `row` of m as float32 into out[0..m->cols). */
+/* Row `row` of m as float32 into out[0..m->cols): a token's embedding (matrix.c). */
 void l2_matrix_row(const l2_matrix *m, int32_t row, float *out);
 
-/* Bytes a matrix of this type and shape occupies in a packed file: values, then scales. */
+/* Bytes a matrix of this type and shape occupies in a packed file: values, then scales
+ * (matrix.c). */
 uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
 uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
 

@@ -2,13 +2,13 @@
  * top-p ("nucleus") sampling. Same seed, same logits, same float operations in the same
  * order => the same token ids as upstream `run`.
  *
- * temperature and topp are used exactly as given. llama2.c's CLI clamps them first
- * (temperature < 0 -> 0, topp outside [0, 1] -> 0.9) and replaces seed 0 with the time;
- * that is the caller's job (l2run does it). Here seed 0 is an ordinary seed.
+ * temperature and topp are used exactly as given, within l2_check_option's ranges (llama2.c's
+ * CLI clamps values outside them; l2run and storyteller run refuse them). Replacing seed 0
+ * with the time is the caller's job (l2run does it); here seed 0 is an ordinary seed.
  */
-#include "common.h"
-#include "kernels.h"
+#include "sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -22,7 +22,6 @@ struct l2_sampler {
     float temperature;          /* 0: greedy (argmax) */
     float topp;                 /* in (0, 1): top-p; otherwise plain multinomial */
     uint64_t rng_state;         /* xorshift state */
-    const l2_kernels *k;        /* this CPU's fastest kernels (argmax, softmax) */
     prob_index *candidates;     /* (vocab_size) top-p scratch; only when top-p is in use */
 };
 
@@ -107,19 +106,22 @@ static int32_t sample_topp(const float *probs, int32_t n, float topp, prob_index
 
 l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint64_t seed,
                          l2_sampler **out, l2_error *err) {
-    if (err) err->message[0] = '\0';
+    l2_clear_error(err);
     if (out) *out = NULL;
     if (!out) return l2_fail(err, L2_ERR_ARG, "l2_sampler_new: NULL argument");
     if (vocab_size < 1)
         return l2_fail(err, L2_ERR_ARG, "sampler vocab_size must be at least 1 (got %d)",
                        vocab_size);
+    if (!(temperature >= 0.0f && temperature <= FLT_MAX))  /* NaN fails too */
+        return l2_fail(err, L2_ERR_ARG, "temperature must be 0 or more (got %g)", (double)temperature);
+    if (!(topp >= 0.0f && topp <= 1.0f))
+        return l2_fail(err, L2_ERR_ARG, "top-p must be from 0 to 1 (got %g)", (double)topp);
     l2_sampler *s = calloc(1, sizeof *s);
     if (!s) return l2_fail(err, L2_ERR_NOMEM, "out of memory creating the sampler");
     s->vocab_size = vocab_size;
     s->temperature = temperature;
     s->topp = topp;
     s->rng_state = seed;
-    s->k = l2_kernels_find(NULL);
     /* the candidate buffer (8 bytes per id) is only paid for by samplers that use top-p */
     if (temperature != 0.0f && topp > 0.0f && topp < 1.0f) {
         s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
@@ -132,19 +134,33 @@ l2_status l2_sampler_new(int32_t vocab_size, float temperature, float topp, uint
     return L2_OK;
 }
 
-int32_t l2_sampler_sample(l2_sampler *sampler, float *logits) {
-    if (!sampler || !logits) return -1;  /* a caller bug; never a valid id */
+static int32_t sample(l2_sampler *sampler, const l2_kernels *k, float *logits) {
     const int32_t n = sampler->vocab_size;
-    if (sampler->temperature == 0.0f) return sampler->k->argmax(logits, n);  /* no coin drawn */
+    if (sampler->temperature == 0.0f) return k->argmax(logits, n);  /* no coin drawn */
 
     for (int32_t i = 0; i < n; i++) logits[i] /= sampler->temperature;
-    sampler->k->softmax(logits, n);  /* llama2.c's softmax: every set's is bitwise equal */
+    k->softmax(logits, n);  /* llama2.c's softmax: every set's is bitwise equal */
     /* One coin per sample whatever the strategy, so the RNG stream matches upstream. */
     float coin = random_f32(&sampler->rng_state);
     if (sampler->topp <= 0.0f || sampler->topp >= 1.0f) return sample_multinomial(logits, n, coin);
 
     return sample_topp(logits, n, sampler->topp, sampler->candidates, coin);
 }
+
+l2_status l2_sampler_sample_with(l2_sampler *sampler, const l2_kernels *k, float *logits,
+                                 int32_t *token, l2_error *err) {
+    l2_clear_error(err);
+    if (token) *token = 0;
+    if (!sampler || !logits || !token) return l2_fail(err, L2_ERR_ARG, "l2_sampler_sample: NULL argument");
+    *token = sample(sampler, k, logits);
+    return L2_OK;
+}
+
+l2_status l2_sampler_sample(l2_sampler *sampler, float *logits, int32_t *token, l2_error *err) {
+    return l2_sampler_sample_with(sampler, &l2_kernels_generic, logits, token, err);
+}
+
+int32_t l2_sampler_vocab_size(const l2_sampler *sampler) { return sampler->vocab_size; }
 
 uint32_t l2_sampler_random_u32(l2_sampler *sampler) {
     if (!sampler) return 0;

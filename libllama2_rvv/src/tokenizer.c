@@ -116,7 +116,7 @@ static piece_check next_piece(const l2_mapping *map, uint64_t *pos, int32_t *len
 
 l2_status l2_tokenizer_open(const char *path, int32_t vocab_size, l2_tokenizer **out,
                             l2_error *err) {
-    if (err) err->message[0] = '\0';
+    l2_clear_error(err);
     if (out) *out = NULL;
     if (!path || !out) return l2_fail(err, L2_ERR_ARG, "l2_tokenizer_open: NULL argument");
     if (vocab_size < 3 || vocab_size > L2_TOK_MAX_VOCAB)
@@ -254,7 +254,7 @@ static int32_t pair_merge(const l2_tokenizer *t, int32_t left, int32_t right) {
 l2_status l2_tokenizer_encode(const l2_tokenizer *tok, const char *text, int32_t bos, int32_t eos,
                               int32_t *tokens, int32_t max_tokens, int32_t *n_tokens,
                               l2_error *err) {
-    if (err) err->message[0] = '\0';
+    l2_clear_error(err);
     if (n_tokens) *n_tokens = 0;
     if (!tok || !text || !tokens || !n_tokens)
         return l2_fail(err, L2_ERR_ARG, "l2_tokenizer_encode: NULL argument");
@@ -346,10 +346,14 @@ static int hex_value(unsigned char c) {
 }
 
 l2_status l2_tokenizer_decode(const l2_tokenizer *tok, int32_t prev, int32_t token,
-                              const char **piece, size_t *len) {
-    if (!tok || !piece || !len) return L2_ERR_ARG;
+                              const char **piece, size_t *len, l2_error *err) {
+    l2_clear_error(err);
+    if (!tok || !piece || !len) return l2_fail(err, L2_ERR_ARG, "l2_tokenizer_decode: NULL argument");
+    *piece = NULL;
+    *len = 0;
     if (token < 0 || token >= tok->vocab_size || prev < 0 || prev >= tok->vocab_size)
-        return L2_ERR_ARG;
+        return l2_fail(err, L2_ERR_ARG, "token id %d is outside 0..%d", token < 0 ||
+                       token >= tok->vocab_size ? token : prev, tok->vocab_size - 1);
     const unsigned char *p = piece_bytes(tok, token);
     size_t n = piece_len(tok, token);
     /* After BOS, sentencepiece drops the dummy-prefix space of the first word. */

@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
     }
     l2_model_info info;
     l2_model_info_get(model, &info);
-    int32_t max = 3 + 9 * info.n_layers, n = 0;
+    int32_t max = info.n_tensors, n = 0;
     l2_tensor_report *reports = calloc((size_t)max, sizeof *reports);
     if (!reports || l2_convert(model, out, type, group, reports, max, &n, &err) != L2_OK) {
         fprintf(stderr, "l2convert: %s\n", reports ? err.message : "out of memory");

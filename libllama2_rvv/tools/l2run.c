@@ -6,10 +6,7 @@
  *   -e NAME      kernel set (default: the fastest this CPU runs; -e list shows them)
  *   -v 1         report model, kernels and process memory on stderr at the end */
 #include <ctype.h>
-#include <errno.h>
-#include <float.h>
 #include <limits.h>
-#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,7 +59,8 @@ static void error_usage(void) {
 
 /* ---------------------------------------------------------------- the command line
  * Every option is checked before anything is loaded: a bad value is named and refused, never
- * replaced by a default (llama2.c's `run` turns -t -1 into 0 and -p 2 into 0.9). */
+ * replaced by a default (llama2.c's `run` turns -t -1 into 0 and -p 2 into 0.9). The rule is
+ * the library's (l2_check_option), which `storyteller run` applies too. */
 
 static void bad_arg(const char *fmt, ...) L2RUN_FAILS_PRINTF;
 static void bad_arg(const char *fmt, ...) {
@@ -75,23 +73,12 @@ static void bad_arg(const char *fmt, ...) {
     exit(EXIT_FAILURE);
 }
 
-/* A float as `run` reads it ((float)atof), but only a whole number in [lo, hi]. */
-static float float_arg(char flag, const char *v, double lo, double hi, const char *what) {
-    char *end;
-    double d = strtod(v, &end);
-    if (end == v || *end || !(d >= lo && d <= hi))  /* NaN fails too */
-        bad_arg("-%c needs %s, not '%s'", flag, what, v);
-    return (float)d;
-}
-
-/* A whole number in [lo, hi]. */
-static long long int_arg(char flag, const char *v, long long lo, long long hi, const char *what) {
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (end == v || *end || errno == ERANGE || n < lo || n > hi)
-        bad_arg("-%c needs %s, not '%s'", flag, what, v);
-    return n;
+/* The value of a numeric option (-t -p -s -n -v): *whole for the whole-number ones. */
+static double number_arg(char flag, const char *v, int64_t *whole) {
+    l2_error err;
+    double number;
+    if (l2_check_option(flag, v, &number, whole, &err) != L2_OK) bad_arg("%s", err.message);
+    return number;
 }
 
 /* ---------------------------------------------------------------- a mapped file that changes
@@ -164,6 +151,7 @@ int main(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     int steps = 256, verbose = 0;
     unsigned long long seed = 0;
+    int64_t whole;
 
     if (argc >= 2) checkpoint = argv[1];
     else error_usage();
@@ -176,13 +164,13 @@ int main(int argc, char **argv) {
         if (i + 1 >= argc) bad_arg("option %s needs a value", flag);
         const char *v = argv[i + 1];
         switch (flag[1]) {
-        case 't': temperature = float_arg('t', v, 0.0, FLT_MAX, "a temperature of 0 or more"); break;
-        case 'p': topp = float_arg('p', v, 0.0, 1.0, "a top-p value from 0 to 1"); break;
+        case 't': temperature = (float)number_arg('t', v, &whole); break;
+        case 'p': topp = (float)number_arg('p', v, &whole); break;
         case 's':  /* as run's (unsigned long long)atoi(): a negative seed wraps */
-            seed = (unsigned long long)int_arg('s', v, LLONG_MIN, LLONG_MAX, "a whole number");
+            number_arg('s', v, &whole);
+            seed = (unsigned long long)whole;
             break;
-        case 'n': steps = (int)int_arg('n', v, 0, INT_MAX, "a number of steps, 0 or more (0: "
-                                       "the model's seq_len)"); break;
+        case 'n': number_arg('n', v, &whole); steps = (int)whole; break;
         case 'i': prompt = v; break;
         case 'z': tokenizer_path = v; break;
         case 'm': mode = v; break;
@@ -192,7 +180,7 @@ int main(int argc, char **argv) {
             kv = v;
             break;
         case 'e': kernels = v; break;
-        case 'v': verbose = (int)int_arg('v', v, 0, 1, "0 or 1"); break;
+        case 'v': number_arg('v', v, &whole); verbose = (int)whole; break;
         }
     }
     if (kernels && !strcmp(kernels, "list")) {
@@ -219,9 +207,8 @@ int main(int argc, char **argv) {
     l2_model_info_get(r.model, &info);
     if (steps == 0 || steps > info.seq_len) steps = info.seq_len;
 
-    l2_session_params params = {steps, L2_TYPE_F32, kernels};
-    int packed_low_precision = info.file_kind == L2_FILE_PACKED && info.weight_type != L2_TYPE_F32;
-    if (kv ? !strcmp(kv, "f16") : packed_low_precision) params.kv_type = L2_TYPE_F16;
+    l2_type kv_type = !kv ? L2_TYPE_AUTO : !strcmp(kv, "f16") ? L2_TYPE_F16 : L2_TYPE_F32;
+    l2_session_params params = {steps, kv_type, kernels};
 
     if (l2_tokenizer_open(tokenizer_path, info.vocab_size, &r.tok, &err) != L2_OK)
         return fail(&r, "cannot load tokenizer", &err);
@@ -237,43 +224,31 @@ int main(int argc, char **argv) {
     if (!r.prompt_tokens) return fail(&r, "out of memory", NULL);
     if (l2_tokenizer_encode(r.tok, prompt, 1, 0, r.prompt_tokens, (int32_t)cap, &n_prompt, &err) != L2_OK)
         return fail(&r, "cannot encode the prompt", &err);
-    if (n_prompt > steps) {
-        snprintf(err.message, sizeof err.message, "the prompt is %d tokens, longer than the %d "
-                 "steps of context", n_prompt, steps);
-        return fail(&r, "cannot generate", &err);
-    }
-
-    /* The generation loop of llama2.c. The prompt is evaluated in one call (only its last
-     * position needs logits); its tokens are then echoed as forced choices. */
-    if (l2_session_eval(r.session, r.prompt_tokens, n_prompt, &err) != L2_OK)
-        return fail(&r, "forward pass failed", &err);
+    /* The generation loop of llama2.c, stepped by the library (l2_generate_step): the prompt
+     * is evaluated in one call, its tokens echoed as forced choices, then each token sampled
+     * until `steps` positions or BOS. */
+    l2_generation g = {.prompt = r.prompt_tokens, .n_prompt = n_prompt, .max_pos = steps,
+                       .max_sampled = -1};
+    l2_status st = l2_generate_begin(r.session, &g, &err);
+    if (st != L2_OK) return fail(&r, st == L2_ERR_RANGE ? "cannot generate" : "forward pass failed", &err);
     double start = 0.0;
-    int32_t token = r.prompt_tokens[0], next;
-    int pos = 0;
-    while (pos < steps) {
-        if (pos >= n_prompt && l2_session_eval(r.session, &token, 1, &err) != L2_OK)
+    for (;;) {
+        if (l2_generate_step(r.session, &g, r.sampler, r.tok, &err) != L2_OK)
             return fail(&r, "forward pass failed", &err);
-        if (pos < n_prompt - 1) next = r.prompt_tokens[pos + 1];
-        else next = l2_sampler_sample(r.sampler, l2_session_logits(r.session));
-        pos++;
-        if (next == 1) break;  /* BOS ends the story */
-        const char *piece;
-        size_t len;
-        if (l2_tokenizer_decode(r.tok, token, next, &piece, &len) == L2_OK) print_piece(piece, len);
+        if (g.done) break;
+        if (g.piece) print_piece(g.piece, g.piece_len);
         fflush(stdout);
-        token = next;
         if (start == 0.0) start = now_ms();
     }
     printf("\n");
-    if (pos > 1) fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (now_ms() - start) * 1000.0);
+    if (g.pos > 1) fprintf(stderr, "achieved tok/s: %f\n", (g.pos - 1) / (now_ms() - start) * 1000.0);
     if (verbose) {
         fprintf(stderr, "model %s: dim %d hidden %d layers %d heads %d/%d vocab %d seq %d, weights "
                 "%s, %llu bytes read per token\nkernels %s, KV cache %s, context %d\n", checkpoint,
                 info.dim, info.hidden_dim, info.n_layers, info.n_heads, info.n_kv_heads,
                 info.vocab_size, info.seq_len,
-                (const char *[]){"f32", "f16", "q8", "q8 (llama2.c v2)"}[info.weight_type],
-                (unsigned long long)info.weight_bytes_per_token, l2_session_kernels(r.session),
-                params.kv_type == L2_TYPE_F16 ? "f16" : "f32", steps);
+                l2_type_name(info.weight_type), (unsigned long long)info.weight_bytes_per_token,
+                l2_session_kernels(r.session), l2_type_name(l2_session_kv_type(r.session)), steps);
         report_memory();
     }
     release(&r);

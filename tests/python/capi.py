@@ -1,6 +1,7 @@
-"""A small typed helper over the C library (cffi, native.lib()) for the engine tests.
+"""A small typed helper over the C library (cffi, native.lib()) for the tests of the C API
+itself (the package's storyteller.engine adds threads, text and typed errors on top).
 
-    with engine.Model(path) as m:            # l2_model_open; m.info is a dict of l2_model_info
+    with capi.Model(path) as m:              # l2_model_open; m.info is a dict of l2_model_info
         with m.session(context=0, kv_type="f32", kernels=None) as s:
             s.eval([1, 42])                  # l2_session_eval
             logits = s.logits()              # a float32 numpy copy of l2_session_logits
@@ -18,20 +19,16 @@ from typing import Any, Self
 import numpy as np
 from native import error_message, lib
 
-# l2_status
-OK, ERR_IO, ERR_FORMAT, ERR_NOMEM, ERR_ARG, ERR_RANGE, ERR_NUMERIC = range(7)
-STATUS_NAMES = ("OK", "ERR_IO", "ERR_FORMAT", "ERR_NOMEM", "ERR_ARG", "ERR_RANGE", "ERR_NUMERIC")
-
-# l2_type
-TYPE_F32, TYPE_F16, TYPE_Q8, TYPE_Q8_FLAT = range(4)
+# The enum values, from the library (llama2_rvv.h), never copied.
+_ffi, _c = lib()
+OK, ERR_IO, ERR_FORMAT, ERR_NOMEM, ERR_ARG, ERR_RANGE, ERR_NUMERIC = (
+    _c.L2_OK, _c.L2_ERR_IO, _c.L2_ERR_FORMAT, _c.L2_ERR_NOMEM, _c.L2_ERR_ARG, _c.L2_ERR_RANGE, _c.L2_ERR_NUMERIC)
+STATUS_NAMES: dict[int, str] = {v: k.removeprefix("L2_") for v, k in _ffi.typeof("l2_status").elements.items()}
+TYPE_F32, TYPE_F16, TYPE_Q8, TYPE_Q8_FLAT = _c.L2_TYPE_F32, _c.L2_TYPE_F16, _c.L2_TYPE_Q8, _c.L2_TYPE_Q8_FLAT
 TYPES = {"f32": TYPE_F32, "f16": TYPE_F16, "q8": TYPE_Q8, "q8_flat": TYPE_Q8_FLAT}
+FILE_V0, FILE_V1, FILE_V2, FILE_PACKED = _c.L2_FILE_V0, _c.L2_FILE_V1, _c.L2_FILE_V2, _c.L2_FILE_PACKED
 
-# l2_file_kind
-FILE_V0, FILE_V1, FILE_V2, FILE_PACKED = range(4)
-
-INFO_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len",
-               "shared_classifier", "weight_type", "group_size", "file_kind", "format_version",
-               "file_bytes", "weight_bytes_per_token")
+INFO_FIELDS = tuple(name for name, _ in _ffi.typeof("l2_model_info").fields)
 REPORT_FIELDS = ("layer", "rows", "cols", "bytes", "max_abs_value", "max_abs_error")
 
 
@@ -39,7 +36,7 @@ class L2Error(Exception):
     """A C call returned a status other than L2_OK."""
 
     def __init__(self, status: int, message: str, call: str) -> None:
-        name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else str(status)
+        name = STATUS_NAMES.get(status, str(status))
         super().__init__(f"{call}: {name}: {message}")
         self.status = status
         self.message = message
@@ -105,7 +102,7 @@ class Model(_Owned):
                 group_size: int = 0) -> list[dict[str, Any]]:
         """l2_convert into a packed file; the per-tensor reports as dicts (name, layer, ...)."""
         ffi = self.ffi
-        cap = 3 + 9 * self.info["n_layers"]
+        cap = self.info["n_tensors"]
         reports = ffi.new("l2_tensor_report[]", cap)
         n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
         st = self.c.l2_convert(self.handle, os.fspath(path).encode(), _type_id(wtype), group_size,

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import capi
 import checkpoints as ck
-import engine
 import numpy as np
 import pytest
 import reference as ref
@@ -79,14 +79,14 @@ class Case:
         """Per-token C logits of self.tokens, cached per (file, kv type)."""
         key = (str(path), kv_type)
         if key not in self.cache:
-            self.cache[key] = engine.run_logits(path, self.tokens, kv_type=kv_type)
+            self.cache[key] = capi.run_logits(path, self.tokens, kv_type=kv_type)
         return self.cache[key]
 
     def packed(self, type_: str, gs: int = 0) -> Path:
         """The v0 file converted to the packed format (once)."""
         out = self.path(f"packed_{type_}_g{gs}")
         if not out.exists():
-            engine.convert(self.v0, out, type_, gs)
+            capi.convert(self.v0, out, type_, gs)
         return out
 
 
@@ -141,7 +141,7 @@ def test_f32_within_1e5_at_every_position(tmp_path: Path, name: str) -> None:
     w = ck.make_weights(cfg, seed, shared, qk_gain=1.5)
     tokens = _tokens(cfg, seed)
     ck.write_v0(tmp_path / "v0.bin", cfg, w)
-    with engine.Model(tmp_path / "v0.bin") as m, m.session() as s:
+    with capi.Model(tmp_path / "v0.bin") as m, m.session() as s:
         err = rel_err(s.eval_each(tokens), ref.forward_all(cfg, w, tokens))
     print(f"\n{name} (QK gain 1.5): f32 max rel err {err.max():.2e}")
     assert err.max() <= F32_TOL, f"positions {np.flatnonzero(err > F32_TOL)} exceed {F32_TOL}"
@@ -150,8 +150,8 @@ def test_f32_within_1e5_at_every_position(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_f32_v0_matches_float64_reference(case, name: str) -> None:
     c = case(name)
-    with engine.Model(c.v0) as m:
-        assert m.info["file_kind"] == engine.FILE_V0
+    with capi.Model(c.v0) as m:
+        assert m.info["file_kind"] == capi.FILE_V0
         assert m.info["shared_classifier"] == (name != "tiny_unshared")
         with m.session() as s:
             each = s.eval_each(c.tokens)
@@ -181,8 +181,8 @@ def test_f32_v1_is_bitwise_v0(case, name: str) -> None:
     c = case(name)
     v1 = c.path("v1")
     ck.write_v1(v1, c.cfg, c.w)
-    with engine.Model(v1) as m:
-        assert m.info["file_kind"] == engine.FILE_V1
+    with capi.Model(v1) as m:
+        assert m.info["file_kind"] == capi.FILE_V1
         assert m.info["format_version"] == 1
         assert m.info["shared_classifier"] == (name != "tiny_unshared")
         with m.session() as s:
@@ -244,8 +244,8 @@ def _kl(c: Case, logits: np.ndarray, what: str) -> tuple[float, float, float]:
 def test_f16_weights_f16_kv_kl(case, name: str) -> None:
     c = case(name)
     path = c.packed("f16")
-    with engine.Model(path) as m:
-        assert (m.info["weight_type"], m.info["group_size"]) == (engine.TYPE_F16, 0)
+    with capi.Model(path) as m:
+        assert (m.info["weight_type"], m.info["group_size"]) == (capi.TYPE_F16, 0)
     mean, mx, _ = _kl(c, c.c_logits(path, "f16"), "f16 weights, f16 KV")
     bound_mean, bound_max = F16_KL[name]
     assert mean <= bound_mean and mx <= bound_max
@@ -263,9 +263,9 @@ def test_f32_weights_f16_kv_kl(case, name: str) -> None:
 def test_q8_kl(case, name: str, gs: int) -> None:
     c = case(name)
     path = c.packed("q8", gs)
-    with engine.Model(path) as m:
-        assert (m.info["weight_type"], m.info["group_size"]) == (engine.TYPE_Q8, gs)
-        assert m.info["file_kind"] == engine.FILE_PACKED
+    with capi.Model(path) as m:
+        assert (m.info["weight_type"], m.info["group_size"]) == (capi.TYPE_Q8, gs)
+        assert m.info["file_kind"] == capi.FILE_PACKED
     mean, mx, _ = _kl(c, c.c_logits(path, "f16"), f"q8 g{gs}, f16 KV")
     bound_mean, bound_max = Q8_KL[(name, gs)]
     assert mean <= bound_mean and mx <= bound_max
@@ -274,8 +274,8 @@ def test_q8_kl(case, name: str, gs: int) -> None:
 def test_q8_default_group_is_32(case) -> None:
     c = case("tiny")
     out = c.path("q8_default")
-    engine.convert(c.v0, out, "q8", 0)
-    with engine.Model(out) as m:
+    capi.convert(c.v0, out, "q8", 0)
+    with capi.Model(out) as m:
         assert m.info["group_size"] == 32
     assert out.read_bytes() == c.packed("q8", 32).read_bytes()
 
@@ -285,7 +285,7 @@ def test_convert_reports(case, type_: str, gs: int) -> None:
     """One report per tensor in file order, and max errors within the type's rounding."""
     c = case("tiny_unshared")
     cfg = c.cfg
-    reports = engine.convert(c.v0, c.path(f"rep_{type_}{gs}"), type_, gs)
+    reports = capi.convert(c.v0, c.path(f"rep_{type_}{gs}"), type_, gs)
     assert len(reports) == 3 + 9 * cfg.n_layers
     names = [r["name"] for r in reports]
     assert names[0] == "token_embedding" and names[-2:] == ["rms_final", "wcls"]
@@ -342,10 +342,10 @@ def test_q8_layout_matches_format(case, gs: int) -> None:
     for (name, layer), (type_, rows, cols, values, scales) in tensors.items():
         src = c.w[name] if layer < 0 else c.w[name][layer]
         if name.startswith("rms"):
-            assert (type_, rows, cols) == (engine.TYPE_F32, 1, c.cfg.dim)
+            assert (type_, rows, cols) == (capi.TYPE_F32, 1, c.cfg.dim)
             assert values == src.astype("<f4").tobytes() and scales == b""
             continue
-        assert (type_, rows, cols) == (engine.TYPE_Q8, *src.shape)
+        assert (type_, rows, cols) == (capi.TYPE_Q8, *src.shape)
         ev, es = q8_pack(src, gs)
         assert scales == es, f"{name} {layer} scales"
         assert values == ev, f"{name} {layer} values"
@@ -387,8 +387,8 @@ def test_f16_conversion_is_ieee(tmp_path: Path) -> None:
     emb = w["token_embedding"].reshape(-1)
     emb[:vals.size] = vals
     ck.write_v0(tmp_path / "v0.bin", cfg, w)
-    engine.convert(tmp_path / "v0.bin", tmp_path / "f16.bin", "f16")
-    engine.convert(tmp_path / "f16.bin", tmp_path / "f32.bin", "f32")
+    capi.convert(tmp_path / "v0.bin", tmp_path / "f16.bin", "f16")
+    capi.convert(tmp_path / "f16.bin", tmp_path / "f32.bin", "f32")
     half = np.frombuffer(packed_tensors(tmp_path / "f16.bin")[("token_embedding", -1)][3], "<u2")
     expected = emb.astype(np.float16)
     bad = np.flatnonzero(half != expected.view(np.uint16))
@@ -404,7 +404,7 @@ def test_reconvert_is_lossless(case, type_: str) -> None:
     c = case("tiny_unshared")
     src = c.packed(type_)
     again = c.path(f"again_{type_}")
-    engine.convert(src, again, type_)
+    capi.convert(src, again, type_)
     assert again.read_bytes() == src.read_bytes()
 
 
@@ -418,8 +418,8 @@ def test_convert_f16_overflow_fails(tmp_path: Path, value: float) -> None:
     w = ck.with_nan(ck.make_weights(cfg, 3), "wq", cfg.dim * cfg.dim + 5, value)  # layer 1
     ck.write_v0(tmp_path / "v0.bin", cfg, w)
     out = tmp_path / "f16.bin"
-    with pytest.raises(engine.L2Error) as e:
-        engine.convert(tmp_path / "v0.bin", out, "f16")
+    with pytest.raises(capi.L2Error) as e:
+        capi.convert(tmp_path / "v0.bin", out, "f16")
     assert "wq (layer 1)" in e.value.message
     assert not out.exists() and not Path(f"{out}.tmp").exists()
 
@@ -444,10 +444,10 @@ def test_v2_matches_float64_of_dequantized(case, name: str, gs: int) -> None:
     assert os.path.getsize(v2) == ck.expected_size(c.cfg, 2, name != "tiny_unshared", gs)
     deq = ck.dequantize_like_v2(c.cfg, c.w, gs)
     r = ref.forward_all(c.cfg, deq, c.tokens)
-    with engine.Model(v2) as m:
+    with capi.Model(v2) as m:
         info = m.info
         assert (info["file_kind"], info["weight_type"], info["group_size"]) == (
-            engine.FILE_V2, engine.TYPE_Q8_FLAT, gs)
+            capi.FILE_V2, capi.TYPE_Q8_FLAT, gs)
         with m.session() as s:
             logits = s.eval_each(c.tokens)
     _check_f32(dataclasses.replace(c, ref=r), logits, f"v2 g{gs} (vs the dequantized weights)")
@@ -460,9 +460,9 @@ def test_v2_to_q8(case, name: str, gs: int) -> None:
     v2 = c.path(f"v2q_g{gs}")
     ck.write_v2(v2, c.cfg, c.w, gs)
     out = c.path(f"v2q_g{gs}_q8")
-    engine.convert(v2, out, "q8", gs)
+    capi.convert(v2, out, "q8", gs)
     r = ref.forward_all(c.cfg, ck.dequantize_like_v2(c.cfg, c.w, gs), c.tokens)
-    logits = engine.run_logits(out, c.tokens, kv_type="f16")
+    logits = capi.run_logits(out, c.tokens, kv_type="f16")
     kl = ref.kl_divergence(r, logits)
     print(f"\n{name} v2 g{gs} -> q8 g{gs}: KL mean {kl.mean():.3g} max {kl.max():.3g}")
     # measured (mean, max): tiny 0.009/0.21, gqa 0.018/0.11, tiny_unshared 0.004/0.030
@@ -486,7 +486,7 @@ def stories260k(tmp_path_factory: pytest.TempPathFactory):
 
 def _c_greedy(path: Path, n: int, context: int = 0) -> list[int]:
     out, tok = [], 1
-    with engine.Model(path) as m, m.session(context=context) as s:
+    with capi.Model(path) as m, m.session(context=context) as s:
         for _ in range(n):
             tok = int(np.argmax(s.eval_logits([tok])))
             out.append(tok)
@@ -495,16 +495,16 @@ def _c_greedy(path: Path, n: int, context: int = 0) -> list[int]:
 
 def test_stories260k_greedy_v0(stories260k) -> None:
     assert stories260k["greedy"][:12] == [461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299]
-    with engine.Model(stories260k["path"]) as m:  # the file ends 160 bytes short: tolerated
+    with capi.Model(stories260k["path"]) as m:  # the file ends 160 bytes short: tolerated
         info = m.info
-    assert (info["file_kind"], info["shared_classifier"], info["file_bytes"]) == (engine.FILE_V0, 1, 1056540)
-    assert info["weight_bytes_per_token"] == expected_bytes_per_token(ck.STORIES260K, engine.TYPE_F32, 0)
+    assert (info["file_kind"], info["shared_classifier"], info["file_bytes"]) == (capi.FILE_V0, 1, 1056540)
+    assert info["weight_bytes_per_token"] == expected_bytes_per_token(ck.STORIES260K, capi.TYPE_F32, 0)
     assert _c_greedy(stories260k["path"], 256) == stories260k["greedy"]
 
 
 def test_stories260k_f32_logits(stories260k) -> None:
     """The spec's 1e-5 at every one of 256 positions, on real weights (teacher-forced)."""
-    logits = engine.run_logits(stories260k["path"], stories260k["tokens"])
+    logits = capi.run_logits(stories260k["path"], stories260k["tokens"])
     err = rel_err(logits, stories260k["ref"])
     print(f"\nstories260K f32, 256 positions: max rel err {err.max():.2e}")  # measured 6.9e-6
     assert err.max() <= F32_TOL
@@ -512,7 +512,7 @@ def test_stories260k_f32_logits(stories260k) -> None:
 
 def test_stories260k_greedy_packed_f32(stories260k) -> None:
     out = stories260k["dir"] / "f32.bin"
-    engine.convert(stories260k["path"], out, "f32")
+    capi.convert(stories260k["path"], out, "f32")
     assert _c_greedy(out, 256, context=256) == stories260k["greedy"]  # seq_len is 512
 
 
@@ -524,8 +524,8 @@ def test_stories260k_teacher_forced(stories260k, type_: str, gs: int, min_agree:
                                     max_mean_kl: float) -> None:
     """Fed the reference's greedy tokens: fraction of positions whose argmax matches."""
     out = stories260k["dir"] / f"{type_}{gs}.bin"
-    engine.convert(stories260k["path"], out, type_, gs)
-    logits = engine.run_logits(out, stories260k["tokens"], kv_type="f16")
+    capi.convert(stories260k["path"], out, type_, gs)
+    logits = capi.run_logits(out, stories260k["tokens"], kv_type="f16")
     r = stories260k["ref"]
     agree = float(np.mean(np.argmax(logits, -1) == np.argmax(r, -1)))
     kl = ref.kl_divergence(r, logits)
@@ -545,20 +545,20 @@ def tiny(case) -> Case:
 
 
 def test_context_limit(tiny: Case) -> None:
-    with engine.Model(tiny.v0) as m, m.session(context=8) as s:
+    with capi.Model(tiny.v0) as m, m.session(context=8) as s:
         assert s.context == 8
         s.eval(tiny.tokens[:5])
-        with pytest.raises(engine.L2Error) as e:  # 4 more do not fit
+        with pytest.raises(capi.L2Error) as e:  # 4 more do not fit
             s.eval(tiny.tokens[5:9])
-        assert e.value.status == engine.ERR_RANGE
+        assert e.value.status == capi.ERR_RANGE
         assert "context of 8" in e.value.message and "position 5" in e.value.message
         assert s.pos == 5
         s.eval(tiny.tokens[5:8])
         assert s.pos == 8
         np.testing.assert_array_equal(s.logits(), tiny.c_logits(tiny.v0)[7])
-        with pytest.raises(engine.L2Error) as e:
+        with pytest.raises(capi.L2Error) as e:
             s.eval([5])
-        assert e.value.status == engine.ERR_RANGE and "context" in e.value.message
+        assert e.value.status == capi.ERR_RANGE and "context" in e.value.message
         assert s.pos == 8
 
 
@@ -570,7 +570,7 @@ def test_context_below_seq_len(case, name: str, label: str, kv: str) -> None:
     c = case(name)
     path = c.v0 if label == "v0" else c.packed("q8", 32)
     full = c.c_logits(path, kv)
-    with engine.Model(path) as m, m.session(context=40, kv_type=kv) as s:
+    with capi.Model(path) as m, m.session(context=40, kv_type=kv) as s:
         assert s.context == 40 < c.cfg.seq_len
         np.testing.assert_array_equal(s.eval_each(c.tokens[:40]), full[:40])
 
@@ -578,21 +578,21 @@ def test_context_below_seq_len(case, name: str, label: str, kv: str) -> None:
 def test_raw_api_edges(tiny: Case) -> None:
     """NULL params mean the defaults; NULL tokens or more tokens than the context are
     refused before any token is read."""
-    ffi, lib = engine.lib()
-    with engine.Model(tiny.v0) as m:
+    ffi, lib = capi.lib()
+    with capi.Model(tiny.v0) as m:
         out, err = ffi.new("l2_session **"), ffi.new("l2_error *")
-        assert lib.l2_session_new(m.handle, ffi.NULL, out, err) == engine.OK
+        assert lib.l2_session_new(m.handle, ffi.NULL, out, err) == capi.OK
         s = out[0]
         try:
             assert lib.l2_session_context(s) == TINY64.seq_len
-            assert ffi.string(lib.l2_session_kernels(s)).decode() == engine.kernel_names()[0]
-            assert lib.l2_session_eval(s, ffi.NULL, 1, err) == engine.ERR_ARG
+            assert ffi.string(lib.l2_session_kernels(s)).decode() == capi.kernel_names()[0]
+            assert lib.l2_session_eval(s, ffi.NULL, 1, err) == capi.ERR_ARG
             one = ffi.new("int32_t[]", [1])
-            assert lib.l2_session_eval(s, one, TINY64.seq_len + 1, err) == engine.ERR_RANGE
-            assert lib.l2_session_eval(s, one, 2**31 - 1, err) == engine.ERR_RANGE
-            assert lib.l2_session_eval(s, one, -1, err) == engine.ERR_ARG
+            assert lib.l2_session_eval(s, one, TINY64.seq_len + 1, err) == capi.ERR_RANGE
+            assert lib.l2_session_eval(s, one, 2**31 - 1, err) == capi.ERR_RANGE
+            assert lib.l2_session_eval(s, one, -1, err) == capi.ERR_ARG
             assert lib.l2_session_pos(s) == 0
-            assert lib.l2_session_eval(s, one, 1, err) == engine.OK
+            assert lib.l2_session_eval(s, one, 1, err) == capi.OK
             logits = np.frombuffer(ffi.buffer(lib.l2_session_logits(s), 4 * TINY64.vocab_size), np.float32)
             np.testing.assert_array_equal(logits, tiny.c_logits(tiny.v0)[0])
         finally:
@@ -602,7 +602,7 @@ def test_raw_api_edges(tiny: Case) -> None:
 
 def test_reset_reproduces_logits(tiny: Case) -> None:
     expected = tiny.c_logits(tiny.v0)
-    with engine.Model(tiny.v0) as m, m.session() as s:
+    with capi.Model(tiny.v0) as m, m.session() as s:
         s.eval(tiny.tokens[:20])
         # unrelated tokens, then reset: the stale cache must not leak into the rerun
         s.reset()
@@ -615,7 +615,7 @@ def test_reset_reproduces_logits(tiny: Case) -> None:
 
 def test_sessions_are_independent(tiny: Case) -> None:
     expected = tiny.c_logits(tiny.v0)
-    with engine.Model(tiny.v0) as m, m.session() as a, m.session(kv_type="f16") as b:
+    with capi.Model(tiny.v0) as m, m.session() as a, m.session(kv_type="f16") as b:
         for i, t in enumerate(tiny.tokens[:16]):
             b.eval([(t * 7 + 3) % tiny.cfg.vocab_size])
             np.testing.assert_array_equal(a.eval_logits([t]), expected[i])
@@ -623,59 +623,70 @@ def test_sessions_are_independent(tiny: Case) -> None:
 
 @pytest.mark.parametrize("bad", [-1, TINY64.vocab_size, 2**31 - 1, -(2**31)])
 def test_bad_token_id(tiny: Case, bad: int) -> None:
-    with engine.Model(tiny.v0) as m, m.session() as s:
+    with capi.Model(tiny.v0) as m, m.session() as s:
         s.eval([1])
-        with pytest.raises(engine.L2Error) as e:
+        with pytest.raises(capi.L2Error) as e:
             s.eval([5, bad, 6])
-        assert e.value.status == engine.ERR_ARG
+        assert e.value.status == capi.ERR_ARG
         assert str(bad) in e.value.message
         assert s.pos == 1  # nothing was evaluated
         np.testing.assert_array_equal(s.eval_logits([tiny.tokens[1]]), tiny.c_logits(tiny.v0)[1])
 
 
 def test_eval_nothing(tiny: Case) -> None:
-    with engine.Model(tiny.v0) as m, m.session() as s:
-        with pytest.raises(engine.L2Error) as e:
+    with capi.Model(tiny.v0) as m, m.session() as s:
+        with pytest.raises(capi.L2Error) as e:
             s.eval([])
-        assert e.value.status == engine.ERR_ARG and e.value.message
+        assert e.value.status == capi.ERR_ARG and e.value.message
 
 
-@pytest.mark.parametrize("kv", [engine.TYPE_Q8, engine.TYPE_Q8_FLAT, -1, 99])
+@pytest.mark.parametrize("kv", [capi.TYPE_Q8, capi.TYPE_Q8_FLAT, -2, 99])
 def test_bad_kv_type(tiny: Case, kv: int) -> None:
-    with engine.Model(tiny.v0) as m:
-        with pytest.raises(engine.L2Error) as e:
+    with capi.Model(tiny.v0) as m:
+        with pytest.raises(capi.L2Error) as e:
             m.session(kv_type=kv)
-        assert e.value.status == engine.ERR_ARG and "KV" in e.value.message
+        assert e.value.status == capi.ERR_ARG and "KV" in e.value.message
+
+
+def test_auto_kv_type_is_l2runs_default(case) -> None:
+    """L2_TYPE_AUTO (-1): f32 for llama2.c's own files and packed f32, f16 for packed f16 and q8."""
+    c = case("tiny")
+    ffi, lib = capi.lib()
+    for path, want in ((c.v0, "f32"), (c.packed("f32", 0), "f32"), (c.packed("f16", 0), "f16"),
+                       (c.packed("q8", 32), "f16")):
+        with capi.Model(path) as m, m.session(kv_type=lib.L2_TYPE_AUTO) as s:
+            assert ffi.string(lib.l2_type_name(lib.l2_session_kv_type(s.handle))).decode() == want, path
+            assert lib.l2_default_kv_type(m.handle) == lib.l2_session_kv_type(s.handle)
 
 
 @pytest.mark.parametrize("context", [-1, TINY64.seq_len + 1, 2**31 - 1])
 def test_bad_context(tiny: Case, context: int) -> None:
-    with engine.Model(tiny.v0) as m:
-        with pytest.raises(engine.L2Error) as e:
+    with capi.Model(tiny.v0) as m:
+        with pytest.raises(capi.L2Error) as e:
             m.session(context=context)
-        assert e.value.status == engine.ERR_ARG
+        assert e.value.status == capi.ERR_ARG
         assert str(TINY64.seq_len) in e.value.message
 
 
 def test_context_defaults(tiny: Case) -> None:
-    with engine.Model(tiny.v0) as m:
+    with capi.Model(tiny.v0) as m:
         with m.session(context=0) as s:
             assert s.context == TINY64.seq_len and s.pos == 0
         with m.session(context=1) as s:
             s.eval([1])
-            with pytest.raises(engine.L2Error):
+            with pytest.raises(capi.L2Error):
                 s.eval([1])
 
 
 def test_kernels(tiny: Case) -> None:
-    names = engine.kernel_names()
+    names = capi.kernel_names()
     assert names and "generic" in names
     assert len(set(names)) == len(names)
-    ffi, c = engine.lib()
+    ffi, c = capi.lib()
     assert c.l2_kernels_name(len(names)) == ffi.NULL
     assert c.l2_kernels_name(-1) == ffi.NULL
     expected = tiny.c_logits(tiny.v0)
-    with engine.Model(tiny.v0) as m:
+    with capi.Model(tiny.v0) as m:
         for kernels in (None, ""):
             with m.session(kernels=kernels) as s:
                 assert s.kernels == names[0]
@@ -685,9 +696,9 @@ def test_kernels(tiny: Case) -> None:
                 if name == "generic":
                     np.testing.assert_array_equal(s.eval_each(tiny.tokens), expected)
         for bad in ("no-such-kernels", "GENERIC", "generic "):
-            with pytest.raises(engine.L2Error) as e:
+            with pytest.raises(capi.L2Error) as e:
                 m.session(kernels=bad)
-            assert e.value.status == engine.ERR_ARG and bad in e.value.message
+            assert e.value.status == capi.ERR_ARG and bad in e.value.message
 
 
 @pytest.mark.parametrize("name", ["tiny_unshared", "gqa", "odd"])
@@ -699,13 +710,13 @@ def test_kernel_sets_match_generic_bitwise(case, name: str) -> None:
     ck.write_v2(v2, c.cfg, c.w, 8)
     files = {"v0": c.v0, "f16": c.packed("f16"), "q8g32": c.packed("q8", 32),
              "q8g48": c.packed("q8", 48), "q8g7": c.packed("q8", 7), "v2": v2}
-    others = [k for k in engine.kernel_names() if k != "generic"]
+    others = [k for k in capi.kernel_names() if k != "generic"]
     print(f"\nkernel sets compared with generic: {others or 'none on this CPU'}")
     for label, path in files.items():
         for kv in ("f32", "f16"):
-            generic = engine.run_logits(path, c.tokens, kv_type=kv, kernels="generic")
+            generic = capi.run_logits(path, c.tokens, kv_type=kv, kernels="generic")
             for k in others:
-                logits = engine.run_logits(path, c.tokens, kv_type=kv, kernels=k)
+                logits = capi.run_logits(path, c.tokens, kv_type=kv, kernels=k)
                 np.testing.assert_array_equal(logits, generic, err_msg=f"{k} {label} KV {kv}")
 
 
@@ -713,27 +724,27 @@ def test_non_finite_logits(tiny: Case) -> None:
     """An infinite weight poisons the forward pass: ERR_NUMERIC, not garbage logits."""
     path = tiny.path("inf")
     ck.write_v0(path, tiny.cfg, ck.with_nan(tiny.w, "rms_final", 3, float("inf")))
-    with engine.Model(path) as m, m.session() as s:
-        with pytest.raises(engine.L2Error) as e:
+    with capi.Model(path) as m, m.session() as s:
+        with pytest.raises(capi.L2Error) as e:
             s.eval([1])
-        assert e.value.status == engine.ERR_NUMERIC and "non-finite" in e.value.message
+        assert e.value.status == capi.ERR_NUMERIC and "non-finite" in e.value.message
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
-    with pytest.raises(engine.L2Error) as e:
-        engine.Model(tmp_path / "nope.bin")
-    assert e.value.status == engine.ERR_IO and "nope.bin" in e.value.message
+    with pytest.raises(capi.L2Error) as e:
+        capi.Model(tmp_path / "nope.bin")
+    assert e.value.status == capi.ERR_IO and "nope.bin" in e.value.message
 
 
 # ----------------------------------------------------------------------------- model info
 
 
 def _matrix_bytes(type_: int, rows: int, cols: int, gs: int) -> int:
-    if type_ == engine.TYPE_F32:
+    if type_ == capi.TYPE_F32:
         return 4 * rows * cols
-    if type_ == engine.TYPE_F16:
+    if type_ == capi.TYPE_F16:
         return 2 * rows * cols
-    if type_ == engine.TYPE_Q8_FLAT:
+    if type_ == capi.TYPE_Q8_FLAT:
         return rows * cols + 4 * (rows * cols // gs)
     prows = -(-rows // 32) * 32
     groups = -(-cols // gs)
@@ -751,12 +762,12 @@ def expected_bytes_per_token(cfg: ck.Config, type_: int, gs: int) -> int:
 
 
 @pytest.mark.parametrize(("label", "kind", "type_", "gs"), [
-    ("v0", engine.FILE_V0, engine.TYPE_F32, 0),
-    ("v1", engine.FILE_V1, engine.TYPE_F32, 0),
-    ("v2", engine.FILE_V2, engine.TYPE_Q8_FLAT, 16),
-    ("f32", engine.FILE_PACKED, engine.TYPE_F32, 0),
-    ("f16", engine.FILE_PACKED, engine.TYPE_F16, 0),
-    ("q8", engine.FILE_PACKED, engine.TYPE_Q8, 48),
+    ("v0", capi.FILE_V0, capi.TYPE_F32, 0),
+    ("v1", capi.FILE_V1, capi.TYPE_F32, 0),
+    ("v2", capi.FILE_V2, capi.TYPE_Q8_FLAT, 16),
+    ("f32", capi.FILE_PACKED, capi.TYPE_F32, 0),
+    ("f16", capi.FILE_PACKED, capi.TYPE_F16, 0),
+    ("q8", capi.FILE_PACKED, capi.TYPE_Q8, 48),
 ])
 @pytest.mark.parametrize("name", ["tiny", "tiny_unshared", "gqa"])
 def test_model_info(case, name: str, label: str, kind: int, type_: int, gs: int) -> None:
@@ -772,7 +783,7 @@ def test_model_info(case, name: str, label: str, kind: int, type_: int, gs: int)
         ck.write_v2(path, c.cfg, c.w, gs)
     else:
         path = c.packed(label, gs)
-    with engine.Model(path) as m:
+    with capi.Model(path) as m:
         info = m.info
     cfg = c.cfg
     assert [info[k] for k in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
@@ -781,8 +792,8 @@ def test_model_info(case, name: str, label: str, kind: int, type_: int, gs: int)
     assert info["weight_type"] == type_
     assert info["group_size"] == gs
     assert info["shared_classifier"] == int(shared)
-    assert info["format_version"] == {engine.FILE_V0: 0, engine.FILE_V1: 1, engine.FILE_V2: 2,
-                                      engine.FILE_PACKED: 1}[kind]
+    assert info["format_version"] == {capi.FILE_V0: 0, capi.FILE_V1: 1, capi.FILE_V2: 2,
+                                      capi.FILE_PACKED: 1}[kind]
     assert info["file_bytes"] == os.path.getsize(path)
     wbpt = info["weight_bytes_per_token"]
     # the classifier is read whole even when shared: an unshared file reads no more

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from engine import kernel_names
+from capi import kernel_names
 from native import REPO_ROOT
 
 TEST = REPO_ROOT / "build" / "host" / "bin" / "test_kernels"

@@ -3,7 +3,7 @@
 l2run's stdout is compared byte for byte with a Python transcription of llama2.c's `run`
 generate loop (reference.encode with BOS, forced prompt tokens, reference.sample with
 XorShiftRng(seed), stop on BOS, decode_piece + printable_piece, final newline). The loop is
-driven by the C library's own float32 logits (engine.py, fed one token per eval): sampling
+driven by the C library's own float32 logits (capi.py, fed one token per eval): sampling
 on float64-reference logits could flip at near-ties. l2run evaluates the prompt in one call,
 so this also checks that doing so changes nothing.
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
+import capi
 import checkpoints as ck
-import engine
 import numpy as np
 import pytest
 import reference as ref
@@ -53,7 +54,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     w = ck.make_weights(CFG, 2024)
     paths = {"v0": d / "v0.bin", "q8": d / "q8.bin", "bos": d / "bos.bin"}
     ck.write_v0(paths["v0"], CFG, w)
-    engine.convert(paths["v0"], paths["q8"], "q8", 32)
+    capi.convert(paths["v0"], paths["q8"], "q8", 32)
     # an unshared classifier that favours BOS: sampled stories end early (stop on BOS)
     wb = ck.make_weights(CFG, 2024, shared=False)
     wb["wcls"][1] *= 3
@@ -76,7 +77,7 @@ def generate(model: Path, vocab: tuple[list[bytes], list[float]], prompt: str | 
     """llama2.c's generate loop on the library's logits: the bytes run prints to stdout.
     stats, if given, gets "positions" (forward passes run) and "bos" (stopped on BOS)."""
     pieces, scores = vocab
-    with engine.Model(model) as m:
+    with capi.Model(model) as m:
         seq_len = m.info["seq_len"]
         if steps <= 0 or steps > seq_len:
             steps = seq_len
@@ -195,7 +196,7 @@ def test_verbose_reports_memory(bin_dir, models) -> None:
     err = p.stderr.decode()
     assert re.search(r"^memory Rss: +\d+ kB$", err, re.MULTILINE), err
     assert re.search(r"^memory (Private_Dirty|Anonymous): +\d+ kB$", err, re.MULTILINE), err
-    assert f"kernels {engine.kernel_names()[0]}, " in err
+    assert f"kernels {capi.kernel_names()[0]}, " in err
     assert "KV cache f32, context 8" in err
     assert f"vocab {CFG.vocab_size} seq {CFG.seq_len}" in err
     assert p.stdout == l2run(bin_dir, models["v0"], "-t", "0", "-n", "8").stdout
@@ -205,7 +206,26 @@ def test_kernel_list(bin_dir) -> None:
     p = run(bin_dir, "l2run", "no-such-model.bin", "-e", "list")  # lists without loading
     assert_ok(p)
     names = p.stdout.decode().split()
-    assert names == engine.kernel_names() and "generic" in names
+    assert names == capi.kernel_names() and "generic" in names
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None or "avx2" not in capi.kernel_names(),
+                    reason="needs gdb and a CPU that runs the avx2 set")
+def test_kernel_set_serves_sampling_too(bin_dir, models) -> None:
+    """-e generic means generic throughout: the sampler's softmax too (it used the fastest set,
+    whatever -e said). Under gdb, a breakpoint on the avx2 set's softmax (kernels/x86.c) is hit
+    with -e avx2 and never with -e generic."""
+    script = ["-batch", "-ex", "set pagination off", "-ex", "break softmax", "-ex", "run", "-ex", "bt 2"]
+
+    def hits(kernels: str) -> str:
+        p = subprocess.run(["gdb", *script, "--args", str(bin_dir / "l2run"), str(models["v0"]), "-z",
+                            str(TOKENIZER), "-e", kernels, "-t", "1", "-s", "3", "-n", "8"],
+                           capture_output=True, text=True, timeout=120)
+        return p.stdout
+
+    assert "Breakpoint 1, " in hits("avx2")
+    out = hits("generic")
+    assert "Breakpoint 1, " not in out and "exited normally" in out, out
 
 
 # ----------------------------------------------------------------------------- l2run errors
@@ -305,7 +325,7 @@ def test_l2convert_table(bin_dir, small, tmp_path: Path, type_: str, group: str 
     assert f"{total} bytes of tensors, {os.path.getsize(out)} bytes in all" in lines[-1]
     # the same file as the library writes
     lib_out = tmp_path / "lib.bin"
-    engine.convert(small["v0"], lib_out, type_, int(group or 0))
+    capi.convert(small["v0"], lib_out, type_, int(group or 0))
     assert out.read_bytes() == lib_out.read_bytes()
     assert not Path(f"{out}.tmp").exists()
 
@@ -387,6 +407,6 @@ def test_l2convert_output_runs(bin_dir, small, tmp_path: Path) -> None:
     out = tmp_path / "q8.bin"
     assert_ok(run(bin_dir, "l2convert", small["v0"], out, "--type", "q8", "--group", "16"))
     tokens = [1, 5, 300, 7]
-    logits = engine.run_logits(out, tokens, kv_type="f16")
+    logits = capi.run_logits(out, tokens, kv_type="f16")
     r = ref.forward_all(small["cfg"], small["w"], tokens)
     assert np.all(ref.kl_divergence(r, logits) < 0.5)

@@ -18,6 +18,7 @@ ps.use_host_library()
 
 from storyteller import _ffi_build, _native, errors, faults  # noqa: E402
 from storyteller.engine import Model, TextDecoder, Tokenizer, printable_piece  # noqa: E402
+from storyteller.sentences import split_stream  # noqa: E402
 
 UNICODE_PROMPT = 'Tom said: "Héllo, wörld!" — ok? 😀 ñ 日本'
 
@@ -214,7 +215,7 @@ def test_a_model_file_cut_while_mapped_ends_the_process_with_one_line(d: Path, v
 
 def test_prompt_longer_than_the_context(v0: Path, tok: Tokenizer) -> None:
     with Model.open(v0) as m, m.session(tok, context=4) as s:
-        with pytest.raises(errors.ContextFullError, match="longer than the 4-position context"):
+        with pytest.raises(errors.ContextFullError, match="longer than the 4 steps of context"):
             s.generate("Once upon a time there was")
         s.eval([1, 2, 3, 4])
         with pytest.raises(errors.ContextFullError):
@@ -357,11 +358,12 @@ def test_generated_pieces_are_yielded_as_soon_as_complete(d: Path, tok: Tokenize
         assert list(s.generate("Hi.", seed=1, echo=False)) == [" Ren"]  # run drops the bytes
 
 
-def test_stream_sentences(d: Path, tok: Tokenizer) -> None:
+def test_sentences_of_a_generation(d: Path, tok: Tokenizer) -> None:
+    """The engine knows no stories: sentences.split_stream cuts its text."""
     model = ps.write_scripted_model(d / "sent.bin", {".": [(" Tom", 30)], " Tom": [(" ran", 30)],
                                                      " ran": [(".", 30)]}, seq_len=32)
     with Model.open(model) as m, m.session(tok) as s:
-        sentences = list(s.stream_sentences("Hi.", seed=1))
+        sentences = list(split_stream(s.generate("Hi.", seed=1, keep_byte_pieces=True)))
     assert sentences[0].text == "Hi." and all(x.text == "Tom ran." for x in sentences[1:])
     assert len(sentences) > 3  # the context ends inside a sentence: that one is not returned
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
-from native import error_message, lib
+from native import error_message, lib, lib_with_test_hooks
 
 L2_OK, L2_ERR_ARG = 0, 4
 SIZES = [1, 2, 3, 5, 17, 100, 511, 512, 4096, 32000]
@@ -14,7 +14,7 @@ SEEDS = [0, 1, 42, 1234567890123, 2**63 + 5, 2**64 - 1]
 
 class CSampler:
     def __init__(self, vocab: int, temperature: float, topp: float, seed: int) -> None:
-        self.ffi, self.c = lib()
+        self.ffi, self.c = lib_with_test_hooks()  # random_u32
         out, err = self.ffi.new("l2_sampler **"), self.ffi.new("l2_error *")
         st = self.c.l2_sampler_new(vocab, temperature, topp, seed, out, err)
         assert st == L2_OK, error_message(self.ffi, err)
@@ -24,8 +24,9 @@ class CSampler:
         """The sampled id and the logits buffer as the C code left it."""
         buf = np.array(logits, dtype=np.float32, copy=True)
         assert buf.size == self.vocab
-        tok = self.c.l2_sampler_sample(self.handle, self.ffi.from_buffer("float[]", buf))
-        return tok, buf
+        tok, err = self.ffi.new("int32_t *"), self.ffi.new("l2_error *")
+        assert self.c.l2_sampler_sample(self.handle, self.ffi.from_buffer("float[]", buf), tok, err) == L2_OK
+        return tok[0], buf
 
     def random_u32(self) -> int:
         return self.c.l2_sampler_random_u32(self.handle)
@@ -143,7 +144,7 @@ def test_greedy_first_maximum_and_no_coin():
         s.close()
 
 
-@pytest.mark.parametrize("topp", [1.0, 0.0, 1.5, -0.25])
+@pytest.mark.parametrize("topp", [1.0, 0.0])
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 1.7])
 @pytest.mark.parametrize("n", SIZES)
 def test_multinomial(n, temperature, topp):
@@ -238,6 +239,18 @@ def test_logits_become_probabilities():
         assert np.mean(after == want) > 0.99
     finally:
         s.close()
+
+
+@pytest.mark.parametrize(("temperature", "topp", "message"), [
+    (-1.0, 0.9, "temperature must be 0 or more (got -1)"), (float("nan"), 0.9, "temperature"),
+    (float("inf"), 0.9, "temperature"), (1.0, 1.5, "top-p must be from 0 to 1 (got 1.5)"),
+    (1.0, -0.25, "top-p"), (1.0, float("nan"), "top-p")])
+def test_new_refuses_what_run_refuses(temperature, topp, message):
+    """One rule (l2_check_option's ranges): values llama2.c's run would clamp are refused."""
+    ffi, c = lib()
+    out, err = ffi.new("l2_sampler **"), ffi.new("l2_error *")
+    assert c.l2_sampler_new(8, temperature, topp, 1, out, err) == L2_ERR_ARG and out[0] == ffi.NULL
+    assert message in error_message(ffi, err)
 
 
 def test_new_rejects_bad_vocab():

@@ -49,8 +49,9 @@ class CTokenizer:
 
     def decode_status(self, prev: int, token: int) -> tuple[int, bytes]:
         ffi = self.ffi
-        piece, n = ffi.new("char **"), ffi.new("size_t *")
-        st = self.c.l2_tokenizer_decode(self.handle, prev, token, piece, n)
+        piece, n, err = ffi.new("char **"), ffi.new("size_t *"), ffi.new("l2_error *")
+        st = self.c.l2_tokenizer_decode(self.handle, prev, token, piece, n, err)
+        assert (st == L2_OK) == (error_message(ffi, err) == ""), "a message exactly when it fails"
         return st, (ffi.buffer(piece[0], n[0])[:] if st == L2_OK and n[0] else b"")
 
     def decode(self, prev: int, token: int) -> bytes:

@@ -85,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if ((bos && i == 0) || (eos && i == n - 1)) continue;
         const char *piece;
         size_t plen;
-        if (l2_tokenizer_decode(tok, i ? ids[i - 1] : 1, ids[i], &piece, &plen) != L2_OK)
+        if (l2_tokenizer_decode(tok, i ? ids[i - 1] : 1, ids[i], &piece, &plen, NULL) != L2_OK)
             __builtin_trap();
         if (blen + plen > len) fits = 0;
         else memcpy(back + blen, piece, plen);

@@ -47,7 +47,7 @@ static void check_encode(const l2_tokenizer *tok, const char *text, int32_t bos,
         if (ids[i] < 0 || ids[i] >= vocab) __builtin_trap();
         const char *piece;
         size_t plen;
-        if (l2_tokenizer_decode(tok, i ? ids[i - 1] : 1, ids[i], &piece, &plen) != L2_OK)
+        if (l2_tokenizer_decode(tok, i ? ids[i - 1] : 1, ids[i], &piece, &plen, NULL) != L2_OK)
             __builtin_trap();
         for (size_t j = 0; j < plen; j++) total += (unsigned char)piece[j];
     }
@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int32_t id = 0; id < vocab && tlen < sizeof text - 1; id++) {
         const char *piece;
         size_t plen;
-        if (l2_tokenizer_decode(tok, 0, id, &piece, &plen) != L2_OK) __builtin_trap();
+        if (l2_tokenizer_decode(tok, 0, id, &piece, &plen, NULL) != L2_OK) __builtin_trap();
         for (size_t j = 0; j < plen && tlen < sizeof text - 1; j++)
             if (piece[j] != '\0') text[tlen++] = piece[j];
     }
@@ -102,17 +102,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             const char *piece = NULL;
             size_t plen = 0;
             int32_t prev = k ? (id ? id - 1 : 0) : 1;
-            if (l2_tokenizer_decode(tok, prev, id, &piece, &plen) != L2_OK || (plen && !piece))
+            if (l2_tokenizer_decode(tok, prev, id, &piece, &plen, NULL) != L2_OK || (plen && !piece))
                 __builtin_trap();
             for (size_t j = 0; j < plen; j++) total += (unsigned char)piece[j];
         }
     }
     const char *piece;
     size_t plen;
-    if (l2_tokenizer_decode(tok, 1, vocab, &piece, &plen) == L2_OK ||
-        l2_tokenizer_decode(tok, 1, -1, &piece, &plen) == L2_OK ||
-        l2_tokenizer_decode(tok, vocab, 3, &piece, &plen) == L2_OK ||
-        l2_tokenizer_decode(tok, -1, 3, &piece, &plen) == L2_OK)
+    if (l2_tokenizer_decode(tok, 1, vocab, &piece, &plen, NULL) == L2_OK ||
+        l2_tokenizer_decode(tok, 1, -1, &piece, &plen, NULL) == L2_OK ||
+        l2_tokenizer_decode(tok, vocab, 3, &piece, &plen, NULL) == L2_OK ||
+        l2_tokenizer_decode(tok, -1, 3, &piece, &plen, NULL) == L2_OK)
         __builtin_trap();
     l2_tokenizer_free(tok);
     return 0;

@@ -1,0 +1,65 @@
+/* The weight matrices' storage, shared by the loader (sizes to check), the converter (sizes to
+ * write) and the forward pass (the embedding row of a token): what FORMAT.md and kernels.h
+ * describe, in one place. */
+#include <string.h>
+
+#include "model.h"
+
+uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
+    uint64_t n = (uint64_t)rows * (uint64_t)cols;
+    switch (type) {
+    case L2_TYPE_F32: return 4 * n;
+    case L2_TYPE_F16: return 2 * n;
+    case L2_TYPE_Q8: {
+        uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+        uint64_t groups = ((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs;
+        return prows * groups * (uint64_t)gs;
+    }
+    case L2_TYPE_Q8_FLAT: return n;
+    case L2_TYPE_AUTO: break;  /* a session's KV choice, never a matrix's type */
+    }
+    return 0;
+}
+
+uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
+    uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+    switch (type) {
+    case L2_TYPE_Q8: return 4 * prows * (((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs);
+    case L2_TYPE_Q8_FLAT: return 4 * ((uint64_t)rows * (uint64_t)cols / (uint64_t)gs);
+    default: return 0;
+    }
+}
+
+void l2_matrix_row(const l2_matrix *m, int32_t row, float *out) {
+    size_t cols = (size_t)m->cols;
+    switch (m->type) {
+    case L2_TYPE_F32:
+        memcpy(out, (const float *)m->data + (size_t)row * cols, cols * sizeof(float));
+        break;
+    case L2_TYPE_F16: {
+        const uint16_t *w = (const uint16_t *)m->data + (size_t)row * cols;
+        for (size_t c = 0; c < cols; c++) out[c] = l2_f16_to_f32(w[c]);
+        break;
+    }
+    case L2_TYPE_Q8: {
+        enum { BR = L2_Q8_BLOCK_ROWS };
+        size_t gs = (size_t)m->group_size, groups = (cols + gs - 1) / gs;
+        size_t b = (size_t)row / BR, r = (size_t)row % BR;
+        const int8_t *wq = m->data;
+        const float *ws = (const float *)(const void *)m->scales;
+        for (size_t c = 0; c < cols; c++) {
+            size_t bg = b * groups + c / gs;
+            out[c] = (float)wq[(bg * gs + c % gs) * BR + r] * ws[bg * BR + r];
+        }
+        break;
+    }
+    case L2_TYPE_Q8_FLAT: {
+        size_t f = (size_t)row * cols, gs = (size_t)m->group_size;
+        const int8_t *wq = m->data;
+        for (size_t c = 0; c < cols; c++, f++)
+            out[c] = (float)wq[f] * l2_read_f32(m->scales + 4 * (f / gs));
+        break;
+    }
+    case L2_TYPE_AUTO: break;  /* never a matrix's type */
+    }
+}
