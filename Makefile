@@ -56,7 +56,7 @@ $(BUILD)/lib/libllama2_rvv.a: $(LIB_OBJ)
 	rm -f $@ && $(AR) rcs $@ $^
 
 # Tools and C tests link the static library: one self-contained binary each.
-$(BUILD)/bin/%: libllama2_rvv/tools/%.c $(BUILD)/lib/libllama2_rvv.a
+$(BUILD)/bin/%: libllama2_rvv/tools/%.c $(wildcard libllama2_rvv/tools/*.h) $(BUILD)/lib/libllama2_rvv.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) -c -o $(BUILD)/obj/$(@F).o $<
 	$(LINK) $(ALLFLAGS) $(LDFLAGS) -o $@ $(BUILD)/obj/$(@F).o $(BUILD)/lib/libllama2_rvv.a $(LDLIBS)

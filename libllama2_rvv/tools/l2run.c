@@ -15,22 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "asan_options.h"
 #include "llama2_rvv.h"
-
-/* AddressSanitizer builds: a failed allocation returns NULL, as in every other build, so it is
- * reported as an error ("out of memory ...") instead of aborting the process. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define L2_ASAN_BUILD 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(L2_ASAN_BUILD)
-#define L2_ASAN_BUILD 1
-#endif
-#ifdef L2_ASAN_BUILD
-const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
-#endif
 
 #if defined(__GNUC__)
 #define L2RUN_FAILS_PRINTF __attribute__((format(printf, 1, 2), noreturn))
