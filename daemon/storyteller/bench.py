@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -114,14 +113,12 @@ TINY_VOCAB = 512
 
 
 def write_tiny_model(path: Path, vocab_size: int, seq_len: int = 256, dim: int = 8) -> None:
-    """A llama2.c v0 model of one layer, one head and `dim` dimensions (random weights)."""
-    import numpy as np
+    """A llama2.c v0 model of one layer, one head and `dim` dimensions (seeded weights)."""
+    from storyteller.devtools import checkpoints as ck
 
-    n = vocab_size * dim + 2 * dim + 7 * dim * dim + dim + seq_len * dim  # tensors, then RoPE tables
-    weights = np.random.default_rng(0).standard_normal(n).astype("<f4")
-    with open(path, "wb") as f:
-        f.write(struct.pack("<7i", dim, dim, 1, 1, 1, vocab_size, seq_len))
-        weights.tofile(f)
+    cfg = ck.Config(dim=dim, hidden_dim=dim, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=vocab_size,
+                    seq_len=seq_len)
+    ck.write_v0(path, cfg, ck.make_weights(cfg, seed=0))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-import checkpoints as ck  # noqa: E402
+from storyteller.devtools import checkpoints as ck  # noqa: E402
 
 MAX_INPUT = 64 * 1024
 

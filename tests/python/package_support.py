@@ -17,9 +17,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import checkpoints as ck
 import numpy as np
 from native import REPO_ROOT, lib
+
+from storyteller.devtools import checkpoints as ck
 
 TOKENIZER = ck.shared_models_dir() / "tokenizer.bin"
 L2RUN = REPO_ROOT / "build" / "host" / "bin" / "l2run"
@@ -55,7 +56,7 @@ def write_random_model(path: Path, cfg: ck.Config = CFG, seed: int = 2024) -> Pa
 
 def piece_ids(texts: Sequence[str]) -> dict[str, int]:
     """Token ids of whole pieces of tokenizer.bin (e.g. " Tom", ".")."""
-    import reference as ref
+    from storyteller.devtools import reference as ref
 
     pieces, _, _ = ref.load_tokenizer_bin(TOKENIZER, 32000)
     index = {p: i for i, p in reversed(list(enumerate(pieces)))}

@@ -31,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import checkpoints as ck
 import numpy as np
 import pytest
+
+from storyteller.devtools import checkpoints as ck
 
 REPO = Path(__file__).resolve().parents[2]
 FUZZ_DIR = REPO / "tests" / "c" / "fuzz"

@@ -25,8 +25,9 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import checkpoints as ck
 import pytest
+
+from storyteller.devtools import checkpoints as ck
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLCHAINS = REPO / "build" / "toolchains"

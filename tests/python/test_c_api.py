@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import capi
-import checkpoints as ck
 import pytest
 from native import REPO_ROOT, error_message, lib
+
+from storyteller.devtools import checkpoints as ck
 
 HEADER = (REPO_ROOT / "libllama2_rvv" / "include" / "llama2_rvv.h").read_text()
 TOKENIZER = ck.shared_models_dir() / "tokenizer.bin"

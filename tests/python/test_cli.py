@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import checkpoints as ck
 import package_support as ps
 import pytest
+
+from storyteller.devtools import checkpoints as ck
 
 ps.use_host_library()
 

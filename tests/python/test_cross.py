@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import checkpoints as ck
 import pytest
 
 from storyteller import targets as build_targets
+from storyteller.devtools import checkpoints as ck
 
 REPO = Path(__file__).resolve().parents[2]
 C_TESTS = sorted(p.stem for p in (REPO / "tests" / "c").glob("test_*.c"))

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import capi
-import checkpoints as ck
 import numpy as np
 import pytest
-import reference as ref
+
+from storyteller.devtools import checkpoints as ck
+from storyteller.devtools import reference as ref
 
 N_POS = 64
 F32_TOL = 1e-5

@@ -20,11 +20,12 @@ import subprocess
 from pathlib import Path
 
 import capi
-import checkpoints as ck
 import numpy as np
 import pytest
-import reference as ref
 from native import REPO_ROOT
+
+from storyteller.devtools import checkpoints as ck
+from storyteller.devtools import reference as ref
 
 TOKENIZER = ck.shared_models_dir() / "tokenizer.bin"
 CFG = ck.Config(dim=32, hidden_dim=72, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000,

@@ -10,9 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-import checkpoints as ck
 import package_support as ps
 import pytest
+
+from storyteller.devtools import checkpoints as ck
 
 ps.use_host_library()
 

@@ -12,9 +12,10 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-import checkpoints as ck
 import package_support as ps
 import pytest
+
+from storyteller.devtools import checkpoints as ck
 
 ps.use_host_library()
 

@@ -9,11 +9,12 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-import checkpoints as ck
 import numpy as np
 import pytest
-import reference as ref
-from checkpoints import GQA, STORIES260K, TINY, Config
+
+from storyteller.devtools import checkpoints as ck
+from storyteller.devtools import reference as ref
+from storyteller.devtools.checkpoints import GQA, STORIES260K, TINY, Config
 
 MODELS = ck.shared_models_dir()
 

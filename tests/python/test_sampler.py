@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
 from native import error_message, lib, lib_with_test_hooks
+
+from storyteller.devtools import reference
 
 L2_OK, L2_ERR_ARG = 0, 4
 SIZES = [1, 2, 3, 5, 17, 100, 511, 512, 4096, 32000]

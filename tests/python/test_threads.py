@@ -14,9 +14,10 @@ import os
 import subprocess
 from pathlib import Path
 
-import checkpoints as ck
 import pytest
 from native import REPO_ROOT
+
+from storyteller.devtools import checkpoints as ck
 
 ASAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",

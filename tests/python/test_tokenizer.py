@@ -13,8 +13,9 @@ import struct
 from pathlib import Path
 
 import pytest
-import reference
 from native import SHARED, error_message, lib
+
+from storyteller.devtools import reference
 
 TOKENIZER_BIN = SHARED / "models" / "tokenizer.bin"
 TOKENIZER_MODEL = SHARED / "models" / "tokenizer.model"

@@ -132,7 +132,7 @@ def shared_models_dir() -> Path:
         cand = parent / "shared" / "models"
         if cand.is_dir():
             return cand
-    return here.parents[3] / "shared" / "models"
+    return here.parents[4] / "shared" / "models"  # daemon/storyteller/devtools/ -> ../shared
 
 
 # ----------------------------------------------------------------------------- writers

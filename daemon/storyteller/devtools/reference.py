@@ -9,7 +9,8 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
-from checkpoints import Config
+
+from storyteller.devtools.checkpoints import Config
 
 # ----------------------------------------------------------------------------- forward pass
 
