@@ -1,4 +1,5 @@
-"""Makes the test helpers (checkpoints.py, reference.py) importable from any test."""
+"""Makes the test helpers (native.py, capi.py, package_support.py) and the package (with its
+developer tools, storyteller.devtools) importable from any test."""
 
 import os
 import sys
