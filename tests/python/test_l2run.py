@@ -112,7 +112,7 @@ def assert_ok(p: subprocess.CompletedProcess[bytes]) -> None:
 
 GENERATE_CASES = {
     # id: (l2run args, generate() kwargs). Values `run` silently replaces (-t -1, -p 1.5,
-    # -n -3) are refused by l2run, naming them: test_bad_input.py.
+    # -n -3) are refused by l2run, naming them: bad_input/test_bad_options.py.
     "greedy": (["-t", "0", "-n", "40"], {"temperature": 0.0, "steps": 40}),
     "greedy_prompt": (["-t", "0", "-i", "Once upon a time"],
                       {"temperature": 0.0, "prompt": "Once upon a time"}),
@@ -256,7 +256,7 @@ def test_usage_without_arguments(bin_dir) -> None:
     (["{model}", "-k", "q8"], b"-k takes f32 or f16, not 'q8'"),
 ])
 def test_bad_options_are_named_in_one_line(bin_dir, models, args: list[str], named: bytes) -> None:
-    # (test_bad_input.py checks every option's values, on the ASan build too)
+    # (bad_input/test_bad_options.py checks every option's values, on the ASan build too)
     p = run(bin_dir, "l2run", *[a.format(model=models["v0"]) for a in args])
     assert p.returncode == 1
     assert p.stderr.startswith(b"l2run: ") and named in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
