@@ -607,7 +607,8 @@ class Session(_Owned):
         generation starts. seed None or 0 draws a random one. Raises ContextFullError when the
         prompt does not fit, SessionBusyError when another thread is using the session.
         """
-        tok = self._require_tokenizer()
+        if (tok := self.tokenizer) is None:
+            raise ArgumentError("this session has no tokenizer: pass one to Model.session()")
         prompt_tokens = tok.encode(prompt, bos=True)
         if max_tokens is not None and max_tokens < 0:
             raise ArgumentError(f"max_tokens must be 0 or more (got {max_tokens})")
@@ -628,43 +629,7 @@ class Session(_Owned):
             return iter(())
         if st != 0:
             _raise(st, err)
-        return self._loop(g, buf, tok.handle, sampler, echo, generation)
-
-    def _step(self, generation: int) -> Any:
-        """Takes the session for one step of `generation`: its handle, or None when the
-        generation is over (cancelled, closed, or another one started)."""
-        with self._state:
-            if (self._handle is None or self._closing or self._cancelled
-                    or generation != self._generation):
-                return None
-            if self._users:
-                raise _busy(self._name)
-            self._users = 1
-            return self._handle
-
-    def _loop(self, g: Any, prompt: Any, t: Any, sampler: Sampler, echo: bool, generation: int) -> Iterator[Step]:
-        # Where the time goes: l2_generate_step (eval, sample, decode) in C without the GIL.
-        # Each step has the session to itself (_step/_leave: close() waits for it); `prompt`
-        # keeps g.prompt's buffer alive. The tokenizer handle t stays valid: closing the
-        # tokenizer closes this session first.
-        ffi, lib = _lib()
-        step_c, smp, buffer, cancelled = lib.l2_generate_step, sampler.handle, ffi.buffer, lib.L2_ERR_CANCELLED
-        err = ffi.new("l2_error *")
-        while True:
-            if (s := self._step(generation)) is None:
-                return
-            try:
-                if (st := step_c(s, g, smp, t, err)) != 0:
-                    if st == cancelled:
-                        return
-                    _raise(st, err)
-                if g.done or self._cancelled:
-                    return
-                data = buffer(g.piece, g.piece_len)[:] if g.piece != ffi.NULL else b""
-            finally:
-                self._leave()
-            if echo or not g.forced:
-                yield Step(g.token, data, bool(g.forced))
+        return _steps(self, generation, g, buf, tok.handle, sampler, echo)
 
     def generate(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 1.0,
                  top_p: float = 0.9, seed: int | None = None, *, echo: bool = True,
@@ -690,10 +655,45 @@ class Session(_Owned):
             self._generation += 1
         self._close()
 
-    def _require_tokenizer(self) -> Tokenizer:
-        if self.tokenizer is None:
-            raise ArgumentError("this session has no tokenizer: pass one to Model.session()")
-        return self.tokenizer
+
+def _take(session: Session, generation: int) -> Any:
+    """Takes the session for one step of `generation`: its handle, or None when the generation
+    is over (cancelled, closed, or another one started). session._leave() gives it back."""
+    with session._state:
+        if (session._handle is None or session._closing or session._cancelled
+                or generation != session._generation):
+            return None
+        if session._users:
+            raise _busy(session._name)
+        session._users = 1
+        return session._handle
+
+
+def _steps(session: Session, generation: int, g: Any, prompt: Any, t: Any, sampler: Sampler,
+           echo: bool) -> Iterator[Step]:
+    """The steps of a generation that l2_generate_begin started (Session.steps)."""
+    # Where the time goes: l2_generate_step (eval, sample, decode) in C without the GIL. Each
+    # step has the session to itself (_take/_leave: close() waits for it); `prompt` keeps
+    # g.prompt's buffer alive. The tokenizer handle t stays valid: closing the tokenizer closes
+    # the session first.
+    ffi, lib = _lib()
+    step_c, smp, buffer, cancelled = lib.l2_generate_step, sampler.handle, ffi.buffer, lib.L2_ERR_CANCELLED
+    err = ffi.new("l2_error *")
+    while True:
+        if (s := _take(session, generation)) is None:
+            return
+        try:
+            if (st := step_c(s, g, smp, t, err)) != 0:
+                if st == cancelled:
+                    return
+                _raise(st, err)
+            if g.done or session._cancelled:
+                return
+            data = buffer(g.piece, g.piece_len)[:] if g.piece != ffi.NULL else b""
+        finally:
+            session._leave()
+        if echo or not g.forced:
+            yield Step(g.token, data, bool(g.forced))
 
 
 def _texts(steps: Iterator[Step], decoder: TextDecoder) -> Iterator[str]:
