@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 KV_TYPES = ("f32", "f16")  # l2_type names a KV cache can have
 CONVERT_TYPES = ("f32", "f16", "q8")  # and a packed file
+CONVERT_MODES = ("f32", "f16", "q8", "fast", "faithful")  # l2_convert_mode; FORMAT.md "Modes"
+METHODS = ("absmax", "gptq")  # L2_METHOD_*
 _U64 = (1 << 64) - 1
 
 
@@ -326,31 +328,59 @@ class Model(_Owned):
                         owner._sessions.add(s)
         return s
 
-    def convert(self, path: str | os.PathLike[str], type: str = "q8",
-                group_size: int = 0) -> list[TensorReport]:
+    def convert(self, path: str | os.PathLike[str], type: str = "q8", group_size: int = 0, *,
+                mode: str | None = None, method: str | None = None,
+                calib: Sequence[int] | None = None) -> list[TensorReport]:
         """Writes the model as a packed file of `type` ("f32", "f16", "q8"; group_size 0 picks
-        the q8 default). Written to "<path>.tmp", renamed into place when complete. Refuses
-        (ArgumentError) a path whose file, or whose ".tmp", is the model's own file: the
-        model is read from it while the new file is written."""
-        if type not in CONVERT_TYPES:
+        the q8 default), or of a named `mode` (CONVERT_MODES: "fast" and "faithful" are q8
+        with the levers FORMAT.md's "Modes" lists). method: "absmax" or "gptq" (calibrated on
+        `calib` token ids, or on tokens the model samples itself). Written to "<path>.tmp",
+        renamed into place when complete. Refuses (ArgumentError) a path whose file, or whose
+        ".tmp", is the model's own file: the model is read from it while the new file is
+        written."""
+        if mode is None and type not in CONVERT_TYPES:
             raise ArgumentError(f"unsupported type {type!r}: use one of {', '.join(CONVERT_TYPES)}")
+        if method is not None and method not in METHODS:
+            raise ArgumentError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
         target = _c_path(path)
         for written in (target, target + b".tmp"):
             if os.path.exists(written) and os.path.samefile(written, self.path):
                 raise ArgumentError(f"{os.fsdecode(written)} is the model's own file: writing it would destroy "
                                     "the model while it is read; write to another file")
         ffi, lib = _lib()
-        cap = self.info.n_tensors
+        cap = 3 + 9 * self.info.n_layers  # an f16 lookup table beside the classifier: one more
         reports = ffi.new("l2_tensor_report[]", cap)
         n, err = ffi.new("int32_t *"), ffi.new("l2_error *")
+        params = ffi.new("l2_convert_params *")
+        if mode is not None:
+            if (st := lib.l2_convert_mode(_utf8(mode, "the mode"), params, err)) != 0:
+                _raise(st, err)
+        else:
+            params.type, params.group_size = _type(type), _int32("group_size", group_size)
+        if method is not None:
+            params.method = METHODS.index(method)
+        ids = ffi.new("int32_t[]", [_int32("token id", t) for t in calib]) if calib else ffi.NULL
+        if calib:
+            params.calib, params.n_calib = ids, len(calib)
         with self._use() as handle:
-            st = lib.l2_convert(handle, target, _type(type), _int32("group_size", group_size),
-                                reports, cap, n, err)
+            st = lib.l2_convert_with(handle, target, params, reports, cap, n, err)
         if st != 0:
             _raise(st, err)
         return [TensorReport(ffi.string(r.name).decode(), int(r.layer), int(r.rows), int(r.cols),
                              int(r.bytes), float(r.max_abs_value), float(r.max_abs_error))
                 for r in reports[0:n[0]]]
+
+    def storage(self) -> dict[str, Any]:
+        """How a packed file was made (l2_storage_info): method ("absmax", "gptq"),
+        calib_tokens, two_part_sites, embedding_type, weight_error, output_error."""
+        ffi, lib = _lib()
+        raw = ffi.new("l2_storage_info *")
+        with self._use() as handle:
+            lib.l2_model_storage_get(handle, raw)
+        return {"method": METHODS[raw.method], "calib_tokens": int(raw.calib_tokens),
+                "two_part_sites": int(raw.two_part_sites),
+                "embedding_type": _name(lib.l2_type_name(raw.embedding_type)),
+                "weight_error": float(raw.weight_error), "output_error": float(raw.output_error)}
 
     def close(self) -> None:
         """Closes its sessions (each cancels its generation and waits for its C call), waits

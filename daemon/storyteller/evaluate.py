@@ -50,19 +50,22 @@ DUO_BENCH = ROOT / "build" / "bench-c906.json"  # scripts/bench-riscv --builds c
 
 @dataclass(frozen=True)
 class Mode:
-    """A storage mode: how `storyteller models convert` / l2convert writes it, and what a
-    token reads in it (for the Duo projection)."""
+    """A storage mode of l2convert --mode (l2_convert_mode), and what a token computes in it
+    (for the Duo projection): the inputs kept as two int8 parts, the matrices kept f16."""
 
     name: str
-    type: str  # l2convert --type
+    type: str
     group: int = 0
-    note: str = ""
+    two_part: tuple[str, ...] = ()
+    f16: tuple[str, ...] = ()
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode("f32", "f32", note="float32 weights (does not fit the Duo's RAM for stories15M)"),
-    Mode("f16", "f16", note="float16 weights, f16 KV cache"),
-    Mode("q8", "q8", 32, note="int8 weights in groups of 32, int8 activations"),
+    Mode("f32", "f32"),
+    Mode("f16", "f16"),
+    Mode("q8", "q8", 32),
+    Mode("fast", "q8", 32, two_part=("qkv",)),
+    Mode("faithful", "q8", 32, f16=("qkv", "wo", "w13", "w2")),
 )}
 
 
@@ -273,7 +276,8 @@ def evaluate(name: str, mode_type: str, path: Path, st: Streams, bench: dict[str
             greedy_first_divergence=min(firsts) if firsts else None,
             sampled_identical_share=same / len(st.sampled) if st.sampled else 1.0,
             decode_tok_s=decoded / seconds if seconds > 0 else 0.0,
-            projected_duo_tok_s=project_duo(mode.type, bench, mode.group or 32) if mode else None,
+            projected_duo_tok_s=(project_duo(mode.type, bench, mode.group or 32, mode.two_part, mode.f16)
+                                 if mode else None),
             positions=int(kl.size))
 
 
@@ -350,7 +354,7 @@ def run(reference: Path, variants: Sequence[str], tokenizer: Path | None = None,
                 mode = MODES[v]
                 path = out_dir / f"{reference.stem}.{v}.l2"
                 if not path.exists():
-                    ref.convert(path, mode.type, mode.group)
+                    ref.convert(path, mode=v)
                 results.append(evaluate(v, mode.type, path, st, bench, length, mode))
             else:
                 with engine.Model.open(v) as m:

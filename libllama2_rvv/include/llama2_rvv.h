@@ -163,6 +163,40 @@ l2_status l2_convert(const l2_model *model, const char *path, l2_type type, int3
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err);
 
+/* How l2_convert_with stores a model: FORMAT.md, "Modes". All zeros but `type` is what
+ * l2_convert writes. The site masks name the matrices by the vector they read:
+ * 1 = wq/wk/wv, 2 = wo, 4 = w1/w3, 8 = w2, 16 = the classifier. */
+enum { L2_METHOD_ABSMAX = 0, L2_METHOD_GPTQ = 1 };
+typedef struct {
+    l2_type type;            /* of the matrices: f32, f16 or q8 */
+    int32_t group_size;      /* q8 group size; 0 picks the default */
+    int32_t method;          /* q8 rounding: L2_METHOD_ABSMAX or L2_METHOD_GPTQ */
+    int32_t f16_embedding;   /* q8: 1 keeps the embedding lookup table f16 (the classifier q8) */
+    uint32_t f16_sites;      /* q8: these matrices stay f16 (mixed precision) */
+    uint32_t two_part_sites; /* q8: these inputs are quantized as two int8 parts (x ~ q1 s1 + q2 s2) */
+    const int32_t *calib;    /* GPTQ calibration token ids; NULL: n_calib tokens the model samples */
+    int32_t n_calib;         /* 0: 2048 */
+} l2_convert_params;
+
+/* The named modes "f32", "f16", "q8" (l2_convert's), "fast" and "faithful" into *out. */
+l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *err);
+
+/* l2_convert with every choice of l2_convert_params (same file handling and reports). */
+l2_status l2_convert_with(const l2_model *model, const char *path, const l2_convert_params *params,
+                          l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
+                          l2_error *err);
+
+/* How a packed file was made (its version 2 header; zeros for other files). */
+typedef struct {
+    int32_t method;          /* L2_METHOD_* */
+    int32_t calib_tokens;    /* GPTQ: calibration tokens used */
+    uint32_t two_part_sites; /* as l2_convert_params */
+    int32_t embedding_type;  /* l2_type of the lookup table */
+    double weight_error;     /* sum |W - Q|^2 / sum |W|^2 over the q8 matrices (0: none) */
+    double output_error;     /* GPTQ: the same for W x over the calibration inputs, else 0 */
+} l2_storage_info;
+void l2_model_storage_get(const l2_model *model, l2_storage_info *out);
+
 /* ---- tokenizer ---- */
 /* Opens a llama2.c tokenizer.bin holding at least vocab_size pieces. */
 l2_status l2_tokenizer_open(const char *path, int32_t vocab_size, l2_tokenizer **out,

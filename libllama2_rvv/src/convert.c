@@ -21,13 +21,55 @@ typedef struct {
     l2_type type;
     int32_t rows, cols, gs;
     uint64_t offset, bytes, scales_offset, scales_bytes;
+    int site;                /* L2_SITE_* of a matrix; -1 for the lookup table and norms */
 } out_tensor;
 
 typedef struct {
     int fd;
     const char *path;
     l2_error *err;
+    /* GPTQ (FORMAT.md "Modes"): of the tensor being written, the inputs' Gram matrix H and the
+     * upper Cholesky factor U of H^-1 (cols x cols), or NULL for rounding to nearest */
+    const double *h, *u;
+    double err_sq, ref_sq, out_err, out_ref;  /* the error statistics, summed */
 } writer;
+
+/* e' H e for a row vector e of n, H symmetric (n x n) */
+static double quad(const double *h, const double *e, size_t n) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double row = 0.0;
+        for (size_t j = 0; j < n; j++) row += h[i * n + j] * e[j];
+        sum += e[i] * row;
+    }
+    return sum;
+}
+
+/* Row `row` (cols) of a q8 group-quantized with GPTQ: each column rounded in turn, its
+ * rounding error spread over the columns not yet rounded (weighted by U), group scales
+ * taken from the updated values when a group starts. Writes q[(g*gs+i)*BR + r], scales. */
+static void gptq_row(writer *w, const float *row, size_t cols, size_t gs, size_t r,
+                     int8_t *q, float *scales, double *work, double *err) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    const double *u = w->u;
+    for (size_t c = 0; c < cols; c++) work[c] = row[c];
+    for (size_t c0 = 0; c0 < cols; c0 += gs) {
+        size_t len = cols - c0 < gs ? cols - c0 : gs;
+        float amax = 0.0f;
+        for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf((float)work[c0 + i]));
+        float scale = amax / 127.0f;
+        scales[(c0 / gs) * BR + r] = scale;
+        for (size_t i = 0; i < len; i++) {
+            size_t c = c0 + i;
+            long qv = scale > 0.0f ? lrint(work[c] / scale) : 0;
+            qv = qv > 127 ? 127 : qv < -127 ? -127 : qv;
+            q[(c0 + i) * BR + r] = (int8_t)qv;
+            double e = (work[c] - (double)((float)qv * scale)) / u[c * cols + c];
+            for (size_t j = c + 1; j < cols; j++) work[j] -= e * u[c * cols + j];
+            err[c] = (double)row[c] - (double)((float)qv * scale);
+        }
+    }
+}
 
 static uint64_t align_up(uint64_t n) { return (n + L2_PACKED_ALIGN - 1) / L2_PACKED_ALIGN * L2_PACKED_ALIGN; }
 
@@ -66,6 +108,7 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
                                t->name, t->layer, r0 + r);
             double a = fabs((double)row[c]);
             if (a > rep->max_abs_value) rep->max_abs_value = a;
+            if (t->type == L2_TYPE_Q8) w->ref_sq += (double)row[c] * row[c];
         }
     }
     uint64_t first = (uint64_t)r0 * cols;
@@ -90,10 +133,23 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
         size_t gs = (size_t)t->gs, groups = (cols + gs - 1) / gs;
         int8_t *q = scratch;
         float *scales = (float *)(void *)(q + groups * gs * BR);
+        double *work = (double *)(void *)(scales + groups * BR), *err = work + cols;
         memset(q, 0, groups * gs * BR);
         memset(scales, 0, groups * BR * sizeof(float));
         for (size_t r = 0; r < (size_t)n; r++) {
             const float *row = rows + r * cols;
+            if (w->u) {
+                gptq_row(w, row, cols, gs, r, q, scales, work, err);
+                for (size_t c = 0; c < cols; c++) {
+                    double e = fabs(err[c]);
+                    if (e > rep->max_abs_error) rep->max_abs_error = e;
+                    w->err_sq += e * e;
+                    work[c] = row[c];
+                }
+                w->out_err += quad(w->h, err, cols);
+                w->out_ref += quad(w->h, work, cols);
+                continue;
+            }
             for (size_t g = 0; g < groups; g++) {
                 size_t c0 = g * gs, len = cols - c0 < gs ? cols - c0 : gs;
                 float amax = 0.0f;
@@ -107,6 +163,7 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
                     q[(g * gs + i) * BR + r] = (int8_t)qv;
                     double e = fabs((double)((float)qv * scale) - (double)v);
                     if (e > rep->max_abs_error) rep->max_abs_error = e;
+                    w->err_sq += e * e;
                 }
             }
         }
@@ -123,7 +180,8 @@ static l2_status write_tensor(writer *w, const out_tensor *t, l2_tensor_report *
     size_t cols = (size_t)t->cols, gs = t->gs > 0 ? (size_t)t->gs : 1;
     size_t groups = (cols + gs - 1) / gs;
     float *rows = malloc(BR * cols * sizeof(float));
-    void *scratch = malloc(BR * (groups * gs + 4 * groups + 2 * cols));
+    /* q8: values and scales of a block, and GPTQ's two rows of doubles */
+    void *scratch = malloc(BR * (groups * gs + 4 * groups + 2 * cols) + 16 * cols + 64);
     l2_status st = L2_OK;
     if (!rows || !scratch) st = l2_fail(w->err, L2_ERR_NOMEM, "out of memory");
     for (int32_t r0 = 0; st == L2_OK && r0 < t->rows; r0 += BR) {
@@ -162,47 +220,244 @@ static l2_status sync_parent_dir(const char *path, l2_error *err) {
     return st;
 }
 
+l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *err) {
+    l2_clear_error(err);
+    if (!out) return l2_fail(err, L2_ERR_ARG, "l2_convert_mode: NULL argument");
+    /* fast: what int8 activations cost most is rounded better, at ~8% of the Duo's speed
+     * (the qkv input as two int8 parts); faithful: the layers f16, the classifier (most of
+     * the bytes of stories15M) int8. scripts/fidelity-levers and `storyteller eval` measure them. */
+    static const struct { const char *name; l2_convert_params p; } modes[] = {
+        {"f32", {L2_TYPE_F32, 0, 0, 0, 0, 0, NULL, 0}},
+        {"f16", {L2_TYPE_F16, 0, 0, 0, 0, 0, NULL, 0}},
+        {"q8", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_ABSMAX, 0, 0, 0, NULL, 0}},
+        {"fast", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1, 0, 1u << L2_SITE_QKV, NULL, 0}},
+        {"faithful", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1,
+                      (1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2),
+                      0, NULL, 0}},
+    };
+    for (size_t i = 0; name && i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(name, modes[i].name)) {
+            *out = modes[i].p;
+            return L2_OK;
+        }
+    return l2_fail(err, L2_ERR_ARG, "unknown mode '%s' (f32, f16, q8, fast, faithful)",
+                   name ? name : "");
+}
+
 l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t group_size,
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err) {
+    l2_convert_params p = {type, group_size, L2_METHOD_ABSMAX, 0, 0, 0, NULL, 0};
+    return l2_convert_with(m, path, &p, reports, max_reports, n_reports, err);
+}
+
+/* ---------------------------------------------------------------- GPTQ calibration */
+
+/* Gram matrices sum(x x') of every matrix input, per layer and site, and the classifier's. */
+typedef struct {
+    const l2_model *m;
+    double **h;              /* [layer * 4 + site], the classifier's last */
+    size_t *n;
+} grams;
+
+static size_t gram_index(const grams *g, int site, int layer) {
+    return site == L2_SITE_CLS ? 4 * (size_t)g->m->info.n_layers : 4 * (size_t)layer + (size_t)site;
+}
+
+static void observe(void *ctx, int site, int layer, const float *x, int n) {
+    grams *g = ctx;
+    double *h = g->h[gram_index(g, site, layer)];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j <= i; j++) h[(size_t)i * (size_t)n + (size_t)j] += (double)x[i] * x[j];
+}
+
+static void grams_free(grams *g) {
+    if (g->h)
+        for (size_t i = 0; i <= 4 * (size_t)g->m->info.n_layers; i++) free(g->h[i]);
+    free(g->h);
+    free(g->n);
+}
+
+/* Runs the model on the calibration tokens (or on n tokens it samples itself from BOS at
+ * temperature 1, streams of up to 256, xorshift seeded 1) and sums each input's x x'. */
+static l2_status calibrate(const l2_model *m, const int32_t *tokens, int32_t n, grams *g,
+                           l2_error *err) {
+    const l2_model_info *c = &m->info;
+    size_t count = 4 * (size_t)c->n_layers + 1;
+    g->m = m;
+    g->h = calloc(count, sizeof *g->h);
+    g->n = calloc(count, sizeof *g->n);
+    if (!g->h || !g->n) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        int site = i == count - 1 ? L2_SITE_CLS : (int)(i % 4);
+        g->n[i] = (size_t)(site == L2_SITE_W2 ? c->hidden_dim : c->dim);
+        g->h[i] = calloc(g->n[i] * g->n[i], sizeof(double));
+        if (!g->h[i]) return l2_fail(err, L2_ERR_NOMEM, "out of memory for GPTQ's statistics");
+    }
+    l2_session_params sp = {c->seq_len < 256 ? c->seq_len : 256, L2_TYPE_F32, NULL};
+    l2_session *s;
+    l2_status st = l2_session_new(m, &sp, &s, err);
+    if (st != L2_OK) return st;
+    l2_session_observe(s, observe, g);
+    uint64_t rng = 1;
+    int32_t tok = tokens ? tokens[0] : 1;
+    float *probs = malloc((size_t)c->vocab_size * sizeof(float));
+    if (!probs) st = l2_fail(err, L2_ERR_NOMEM, "out of memory");
+    for (int32_t i = 0; st == L2_OK && i < n; i++) {
+        if (l2_session_pos(s) == sp.context) l2_session_reset(s);
+        st = l2_session_eval(s, &tok, 1, err);
+        if (st != L2_OK) break;
+        if (tokens) {
+            tok = i + 1 < n ? tokens[i + 1] : 1;
+            continue;
+        }
+        /* sample the next token: softmax and a draw (xorshift*, as llama2.c's sampler) */
+        const float *logits = l2_session_logits(s);
+        float max = logits[0];
+        for (int32_t v = 1; v < c->vocab_size; v++) max = fmaxf(max, logits[v]);
+        double sum = 0.0;
+        for (int32_t v = 0; v < c->vocab_size; v++) sum += probs[v] = expf(logits[v] - max);
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        double coin = (double)((rng * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0 * sum;
+        int32_t next = c->vocab_size - 1;
+        for (int32_t v = 0; v < c->vocab_size; v++)
+            if ((coin -= probs[v]) < 0.0) {
+                next = v;
+                break;
+            }
+        if (next == 1) l2_session_reset(s);  /* BOS: a new story */
+        tok = next;
+    }
+    free(probs);
+    l2_session_free(s);
+    for (size_t i = 0; i < count; i++)  /* mirror the lower triangle */
+        for (size_t a = 0; a < g->n[i]; a++)
+            for (size_t b = 0; b < a; b++) g->h[i][b * g->n[i] + a] = g->h[i][a * g->n[i] + b];
+    return st;
+}
+
+/* In place: the lower Cholesky factor of the n x n matrix a; 0 if it is not positive definite. */
+static int cholesky(double *a, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        double d = a[j * n + j];
+        for (size_t k = 0; k < j; k++) d -= a[j * n + k] * a[j * n + k];
+        if (!(d > 0.0)) return 0;
+        d = sqrt(d);
+        a[j * n + j] = d;
+        for (size_t i = j + 1; i < n; i++) {
+            double v = a[i * n + j];
+            for (size_t k = 0; k < j; k++) v -= a[i * n + k] * a[j * n + k];
+            a[i * n + j] = v / d;
+        }
+        for (size_t k = j + 1; k < n; k++) a[j * n + k] = 0.0;
+    }
+    return 1;
+}
+
+/* u = the upper Cholesky factor of (H + damp)^-1, as GPTQ uses it (damping: 1% of the mean
+ * diagonal, more if that is not enough; an input that is always 0 gets a diagonal of 1). */
+static l2_status gptq_factor(const double *h, size_t n, double *u, double *tmp, l2_error *err) {
+    double mean = 0.0;
+    for (size_t i = 0; i < n; i++) mean += h[i * n + i] / (double)n;
+    for (double damp = 0.01; damp < 1e4; damp *= 10) {
+        memcpy(tmp, h, n * n * sizeof(double));
+        for (size_t i = 0; i < n; i++)
+            tmp[i * n + i] = h[i * n + i] > 0.0 ? h[i * n + i] + damp * mean : 1.0;
+        if (!cholesky(tmp, n)) continue;
+        /* L^-1 (lower) by forward substitution, into u */
+        memset(u, 0, n * n * sizeof(double));
+        for (size_t j = 0; j < n; j++) {
+            u[j * n + j] = 1.0 / tmp[j * n + j];
+            for (size_t i = j + 1; i < n; i++) {
+                double v = 0.0;
+                for (size_t k = j; k < i; k++) v -= tmp[i * n + k] * u[k * n + j];
+                u[i * n + j] = v / tmp[i * n + i];
+            }
+        }
+        /* H^-1 = L^-T L^-1 into tmp, its lower factor, transposed into u */
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j <= i; j++) {
+                double v = 0.0;
+                for (size_t k = i; k < n; k++) v += u[k * n + i] * u[k * n + j];
+                tmp[i * n + j] = tmp[j * n + i] = v;
+            }
+        if (!cholesky(tmp, n)) continue;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++) u[i * n + j] = tmp[j * n + i];
+        return L2_OK;
+    }
+    return l2_fail(err, L2_ERR_NUMERIC, "GPTQ: the calibration statistics are not usable");
+}
+
+/* ---------------------------------------------------------------- the writer */
+
+l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_params *params,
+                          l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
+                          l2_error *err) {
     l2_clear_error(err);
     if (n_reports) *n_reports = 0;
+    if (!m || !params) return l2_fail(err, L2_ERR_ARG, "l2_convert_with: NULL argument");
     const l2_model_info *c = &m->info;
+    l2_convert_params p = *params;
+    int32_t type = p.type;
     if (type != L2_TYPE_F32 && type != L2_TYPE_F16 && type != L2_TYPE_Q8)
         return l2_fail(err, L2_ERR_ARG, "output type must be f32, f16 or q8");
     int32_t gs = 0;
     if (type == L2_TYPE_Q8) {
-        gs = group_size ? group_size : DEFAULT_GROUP;
+        gs = p.group_size ? p.group_size : DEFAULT_GROUP;
         if (gs < 1 || gs > 65536) return l2_fail(err, L2_ERR_ARG, "group size %d is outside 1..65536", gs);
     }
+    if (p.method != L2_METHOD_ABSMAX && p.method != L2_METHOD_GPTQ)
+        return l2_fail(err, L2_ERR_ARG, "unknown method %d", p.method);
+    if (type != L2_TYPE_Q8 && (p.method || p.f16_embedding || p.f16_sites || p.two_part_sites))
+        return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
+    if (p.f16_sites >= (1u << L2_N_SITES) || p.two_part_sites >= (1u << L2_N_SITES) ||
+        p.n_calib < 0 || (p.calib && p.n_calib == 0))
+        return l2_fail(err, L2_ERR_ARG, "invalid conversion parameters");
+    for (int32_t i = 0; p.calib && i < p.n_calib; i++)
+        if (p.calib[i] < 0 || p.calib[i] >= c->vocab_size)
+            return l2_fail(err, L2_ERR_ARG, "calibration token %d (at %d) is outside 0..%d",
+                           p.calib[i], i, c->vocab_size - 1);
+    if (p.method == L2_METHOD_GPTQ && p.n_calib == 0) p.n_calib = 2048;
+    if (p.method != L2_METHOD_GPTQ) p.n_calib = 0;
     if (!path || !*path) return l2_fail(err, L2_ERR_ARG, "no output path given");
     if (is_mapped_file(path, &m->map))
         return l2_fail(err, L2_ERR_ARG, "%s is the model's own file: converting would replace "
                        "the model it reads; write to another file", path);
-    /* the tensors in the order the forward pass reads them */
-    size_t cap = (size_t)c->n_tensors, n = 0;
+    /* the tensors in the order the forward pass reads them; the lookup table apart from the
+     * classifier when their types differ */
+    l2_type wt = (l2_type)type;
+    l2_type emb_type = p.f16_embedding ? L2_TYPE_F16 : wt;
+    l2_type cls_type = p.f16_sites & (1u << L2_SITE_CLS) ? L2_TYPE_F16 : wt;
+    int shared = c->shared_classifier && emb_type == cls_type;
+    size_t cap = (size_t)l2_tensor_count(c->n_layers, 0), n = 0;  /* the most it can be */
     out_tensor *ts = calloc(cap, sizeof *ts);
     if (!ts) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
-    l2_type wt = (l2_type)type;
-#define ADD_MAT(nm, l, m_) ts[n++] = (out_tensor){nm, l, m_, NULL, wt, (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0}
-#define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0}
-    ADD_MAT("token_embedding", -1, &m->token_embedding);
+#define ADD_MAT(nm, l, m_, site_) ts[n++] = (out_tensor){nm, l, m_, NULL, \
+        p.f16_sites & (1u << (site_)) ? L2_TYPE_F16 : wt, (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
+#define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0, -1}
+    ts[n++] = (out_tensor){"token_embedding", -1, &m->token_embedding, NULL, shared ? cls_type : emb_type,
+                           c->vocab_size, c->dim, gs, 0, 0, 0, 0, shared ? L2_SITE_CLS : -1};
     for (int32_t l = 0; l < c->n_layers; l++) {
         const l2_layer *ly = &m->layers[l];
         ADD_VEC("rms_att", l, ly->rms_att);
-        ADD_MAT("wq", l, &ly->wq);
-        ADD_MAT("wk", l, &ly->wk);
-        ADD_MAT("wv", l, &ly->wv);
-        ADD_MAT("wo", l, &ly->wo);
+        ADD_MAT("wq", l, &ly->wq, L2_SITE_QKV);
+        ADD_MAT("wk", l, &ly->wk, L2_SITE_QKV);
+        ADD_MAT("wv", l, &ly->wv, L2_SITE_QKV);
+        ADD_MAT("wo", l, &ly->wo, L2_SITE_WO);
         ADD_VEC("rms_ffn", l, ly->rms_ffn);
-        ADD_MAT("w1", l, &ly->w1);
-        ADD_MAT("w3", l, &ly->w3);
-        ADD_MAT("w2", l, &ly->w2);
+        ADD_MAT("w1", l, &ly->w1, L2_SITE_W13);
+        ADD_MAT("w3", l, &ly->w3, L2_SITE_W13);
+        ADD_MAT("w2", l, &ly->w2, L2_SITE_W2);
     }
     ADD_VEC("rms_final", -1, m->rms_final);
-    if (!c->shared_classifier) ADD_MAT("wcls", -1, &m->wcls);
+    if (!shared) ADD_MAT("wcls", -1, &m->wcls, L2_SITE_CLS);
 #undef ADD_MAT
 #undef ADD_VEC
+    for (size_t i = 0; i < n; i++)  /* f32/f16 tensors carry no group size */
+        if (ts[i].type != L2_TYPE_Q8) ts[i].gs = 0;
 
     uint64_t header_bytes = align_up(L2_PACKED_HEADER_BYTES + n * L2_PACKED_ENTRY_BYTES);
     uint64_t at = header_bytes;
@@ -219,6 +474,24 @@ l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t 
     }
     uint64_t file_bytes = at;
 
+    /* GPTQ: the inputs' statistics first, and room for one input's factor at a time */
+    grams g = {0};
+    size_t widest = (size_t)(c->dim > c->hidden_dim ? c->dim : c->hidden_dim);
+    double *u = NULL, *factor_tmp = NULL;
+    if (p.method == L2_METHOD_GPTQ) {
+        l2_status cs = calibrate(m, p.calib, p.n_calib, &g, err);
+        u = malloc(widest * widest * sizeof(double));
+        factor_tmp = malloc(widest * widest * sizeof(double));
+        if (cs == L2_OK && (!u || !factor_tmp)) cs = l2_fail(err, L2_ERR_NOMEM, "out of memory");
+        if (cs != L2_OK) {
+            grams_free(&g);
+            free(u);
+            free(factor_tmp);
+            free(ts);
+            return cs;
+        }
+    }
+
     unsigned char *header = calloc(1, header_bytes);
     size_t tmp_len = strlen(path) + 5;
     char *tmp = malloc(tmp_len);
@@ -226,6 +499,9 @@ l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t 
         free(ts);
         free(header);
         free(tmp);
+        grams_free(&g);
+        free(u);
+        free(factor_tmp);
         return l2_fail(err, L2_ERR_NOMEM, "out of memory");
     }
     put_u32(header, L2_PACKED_MAGIC);
@@ -238,8 +514,11 @@ l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t 
     put_u32(header + 44, (uint32_t)type);
     put_u32(header + 48, (uint32_t)gs);
     put_u32(header + 52, type == L2_TYPE_Q8 ? L2_Q8_BLOCK_ROWS : 0);
-    put_u32(header + 56, c->shared_classifier ? 1u : 0u);
+    put_u32(header + 56, shared ? 1u : 0u);
+    put_u32(header + 60, p.two_part_sites);
     put_u64(header + 64, file_bytes);
+    put_u32(header + 72, (uint32_t)p.method);
+    put_u32(header + 76, (uint32_t)p.n_calib);  /* the error statistics (80, 88) come last */
     for (size_t i = 0; i < n; i++) {
         unsigned char *e = header + L2_PACKED_HEADER_BYTES + i * L2_PACKED_ENTRY_BYTES;
         const out_tensor *t = &ts[i];
@@ -257,7 +536,8 @@ l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t 
     snprintf(tmp, tmp_len, "%s.tmp", path);
     /* O_EXCL | O_NOFOLLOW: a new file of our own, never one already there (another
      * conversion's, or a symlink that would have us write through it elsewhere) */
-    writer w = {open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644), tmp, err};
+    writer w = {open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644), tmp, err,
+                NULL, NULL, 0.0, 0.0, 0.0, 0.0};
     l2_status st = L2_OK;
     if (w.fd < 0 && errno == EEXIST)
         st = l2_fail(err, L2_ERR_IO, "cannot create %s: it exists (another conversion is writing "
@@ -271,10 +551,33 @@ l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t 
         l2_tensor_report rep = {{0}, ts[i].layer, ts[i].rows, ts[i].cols,
                                 ts[i].bytes + ts[i].scales_bytes, 0.0, 0.0};
         snprintf(rep.name, sizeof rep.name, "%s", ts[i].name);
-        st = write_tensor(&w, &ts[i], &rep);
+        w.h = w.u = NULL;
+        if (g.h && ts[i].type == L2_TYPE_Q8 && ts[i].site >= 0) {
+            size_t gi = gram_index(&g, ts[i].site, ts[i].layer);
+            /* one factor per input: wq, wk, wv share theirs, w1 and w3 theirs */
+            if (i == 0 || gi != gram_index(&g, ts[i - 1].site, ts[i - 1].layer) ||
+                ts[i - 1].type != L2_TYPE_Q8 || ts[i - 1].site < 0)
+                st = gptq_factor(g.h[gi], g.n[gi], u, factor_tmp, err);
+            w.h = g.h[gi];
+            w.u = u;
+        }
+        if (st == L2_OK) st = write_tensor(&w, &ts[i], &rep);
         if (st == L2_OK && reports && (int32_t)i < max_reports) reports[i] = rep;
         if (st == L2_OK && n_reports) *n_reports = (int32_t)(i + 1);
     }
+    if (st == L2_OK) {  /* the error statistics, now known */
+        double stats[2] = {w.ref_sq > 0.0 ? w.err_sq / w.ref_sq : 0.0,
+                           w.out_ref > 0.0 ? w.out_err / w.out_ref : 0.0};
+        for (int i = 0; i < 2; i++) {
+            uint64_t bits;
+            memcpy(&bits, &stats[i], sizeof bits);
+            put_u64(header + 80 + 8 * i, bits);
+        }
+        st = write_at(&w, header, L2_PACKED_HEADER_BYTES, 0);
+    }
+    grams_free(&g);
+    free(u);
+    free(factor_tmp);
     /* the data reaches the disk before the name does, so a crash leaves the old file or
      * the whole new one, never a renamed file with holes */
     if (st == L2_OK && fsync(w.fd) != 0)

@@ -188,6 +188,35 @@ static l2_status load_v2(l2_model *m, cursor *cur, const char *path, l2_error *e
 
 /* ---------------------------------------------------------------- packed files */
 
+/* The version 2 fields (FORMAT.md): how the file was made. */
+static l2_status read_storage(l2_model *m, const unsigned char *h, uint32_t wtype,
+                              const char *path, l2_error *err) {
+    l2_storage_info *si = &m->storage;
+    uint32_t sites = l2_read_u32(h + 60), method = l2_read_u32(h + 72), calib = l2_read_u32(h + 76);
+    double e[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t bits = l2_read_u64(h + 80 + 8 * i);
+        memcpy(&e[i], &bits, sizeof e[i]);
+        if (!(e[i] >= 0.0 && e[i] <= 1e6))  /* NaN too */
+            return l2_fail(err, L2_ERR_FORMAT, "%s: error statistic %d is %g, not a ratio", path, i,
+                           e[i]);
+    }
+    if (sites >= (1u << L2_N_SITES) || (sites && wtype != L2_TYPE_Q8))
+        return l2_fail(err, L2_ERR_FORMAT, "%s: two-part sites 0x%x are not valid here", path, sites);
+    if (method > L2_METHOD_GPTQ || (method != L2_METHOD_ABSMAX && wtype != L2_TYPE_Q8))
+        return l2_fail(err, L2_ERR_FORMAT, "%s: unknown quantization method %u", path, method);
+    if (calib > INT32_MAX || (calib && method != L2_METHOD_GPTQ))
+        return l2_fail(err, L2_ERR_FORMAT, "%s: %u calibration tokens recorded", path, calib);
+    for (int i = 96; i < L2_PACKED_HEADER_BYTES; i++)
+        if (h[i]) return l2_fail(err, L2_ERR_FORMAT, "%s: reserved header byte %d is not 0", path, i);
+    si->method = (int32_t)method;
+    si->calib_tokens = (int32_t)calib;
+    si->two_part_sites = sites;
+    si->weight_error = e[0];
+    si->output_error = e[1];
+    return L2_OK;
+}
+
 static const char *const tensor_names[] = {"token_embedding", "rms_final", "wcls", "rms_att",
                                            "rms_ffn", "wq", "wk", "wv", "wo", "w1", "w2", "w3"};
 enum { T_EMB, T_RMS_FINAL, T_WCLS, T_RMS_ATT, T_RMS_FFN, T_WQ, N_TENSOR_NAMES = 12,
@@ -200,9 +229,9 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
     if (size < L2_PACKED_HEADER_BYTES)
         return l2_fail(err, L2_ERR_FORMAT, "%s: packed header truncated", path);
     c->format_version = (int32_t)l2_read_u32(h + 4);
-    if (c->format_version != L2_PACKED_VERSION)
+    if (c->format_version != 1 && c->format_version != L2_PACKED_VERSION)
         return l2_fail(err, L2_ERR_FORMAT, "%s: packed format version %d is not supported (this "
-                       "library reads version %d; convert the model again)", path,
+                       "library reads versions 1 and %d; convert the model again)", path,
                        c->format_version, L2_PACKED_VERSION);
     uint32_t header_bytes = l2_read_u32(h + 8), n_tensors = l2_read_u32(h + 12);
     read_config(c, h + 16);
@@ -222,7 +251,9 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
     c->weight_type = (int32_t)wtype;
     c->group_size = wtype == L2_TYPE_Q8 ? (int32_t)gs : 0;
     c->shared_classifier = (int32_t)(flags & 1);
-    l2_status st = check_config(c, path, err);
+    l2_status st = c->format_version == 1 ? L2_OK : read_storage(m, h, wtype, path, err);
+    if (st != L2_OK) return st;
+    st = check_config(c, path, err);
     if (st != L2_OK) return st;
     m->head_size = c->dim / c->n_heads;
     m->kv_dim = c->n_kv_heads * m->head_size;
@@ -272,7 +303,10 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
             if (t == T_EMB || t == T_WCLS) erows = c->vocab_size;
             else matrix_shape(m, t - T_WQ, &erows, &ecols);
         }
+        /* version 2: a matrix of a q8 file may be f16 (mixed precision, the lookup table) */
         l2_type etype = is_rms ? L2_TYPE_F32 : (l2_type)wtype;
+        if (!is_rms && c->format_version >= 2 && wtype == L2_TYPE_Q8 && type == L2_TYPE_F16)
+            etype = L2_TYPE_F16;
         int32_t egs = etype == L2_TYPE_Q8 ? (int32_t)gs : 0;
         uint64_t ebytes = l2_packed_values_bytes(etype, erows, ecols, egs);
         uint64_t esbytes = l2_packed_scales_bytes(etype, erows, ecols, egs);
@@ -365,6 +399,8 @@ l2_status l2_load(l2_model *m, const char *path, l2_error *err) {
     }
     if (st != L2_OK) return st;
     if (c->shared_classifier) m->wcls = m->token_embedding;
-    c->weight_type = m->token_embedding.type;
+    m->storage.embedding_type = m->token_embedding.type;
+    /* a packed file says its matrices' type; the lookup table may differ (version 2) */
+    if (c->file_kind != L2_FILE_PACKED) c->weight_type = m->token_embedding.type;
     return L2_OK;
 }

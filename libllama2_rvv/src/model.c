@@ -74,6 +74,8 @@ l2_type l2_default_kv_type(const l2_model *model) {
     return c->file_kind == L2_FILE_PACKED && c->weight_type != L2_TYPE_F32 ? L2_TYPE_F16 : L2_TYPE_F32;
 }
 
+void l2_model_storage_get(const l2_model *model, l2_storage_info *out) { *out = model->storage; }
+
 void l2_model_free(l2_model *model) {
     if (!model) return;
     l2_unmap_file(&model->map);
@@ -100,6 +102,15 @@ struct l2_session {
     float *rope_cos, *rope_sin; /* (head_size / 2) this position's rotation */
     int8_t *xq;             /* (max(dim, hidden) rounded up to groups) q8 input vector */
     float *xs;              /* (groups) its scales */
+    /* two-part inputs (FORMAT.md): what xq missed, as a second int8 vector; the second
+     * product's rows. Empty unless the file has two-part sites. */
+    int8_t *xq2;
+    float *xs2;
+    float *resid;           /* (widest input) */
+    float *out2;            /* (widest output) */
+    int two_part;           /* 1 while the vector last loaded is two-part */
+    l2_observer observe;    /* l2_session_observe */
+    void *observe_ctx;
     void *key_cache;        /* (layer, context, kv_dim) f32 or f16 */
     void *value_cache;      /* (layer, context, kv_dim) */
     void *block;            /* the one allocation all the above live in (64-byte aligned within) */
@@ -134,11 +145,14 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
     size_t dim = (size_t)c->dim, hidden = (size_t)c->hidden_dim, kv_dim = (size_t)model->kv_dim;
     size_t kv_elem = p.kv_type == L2_TYPE_F16 ? 2 : 4;
     size_t cache = (size_t)c->n_layers * (size_t)p.context * kv_dim * kv_elem;
+    size_t two = model->storage.two_part_sites ? 1 : 0;
+    size_t widest_out = (size_t)c->vocab_size > widest ? (size_t)c->vocab_size : widest;
     size_t sizes[] = {
         4 * dim, 4 * dim, 4 * dim, 4 * hidden, 4 * hidden, 4 * dim, 4 * kv_dim, 4 * kv_dim,
         4 * (size_t)c->n_heads * (size_t)p.context, 4 * (size_t)c->vocab_size,
         2 * (size_t)model->head_size, 2 * (size_t)model->head_size,
         groups * (size_t)gs, 4 * groups, cache, cache,
+        two * groups * (size_t)gs, two * 4 * groups, two * 4 * widest, two * 4 * widest_out,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += align64(sizes[i]);
@@ -156,7 +170,8 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
         (void **)&s->x, (void **)&s->xb, (void **)&s->xb2, (void **)&s->hb, (void **)&s->hb2,
         (void **)&s->q, (void **)&s->k_new, (void **)&s->v_new, (void **)&s->att,
         (void **)&s->logits, (void **)&s->rope_cos, (void **)&s->rope_sin, (void **)&s->xq,
-        (void **)&s->xs, &s->key_cache, &s->value_cache,
+        (void **)&s->xs, &s->key_cache, &s->value_cache, (void **)&s->xq2, (void **)&s->xs2,
+        (void **)&s->resid, (void **)&s->out2,
     };
     char *at = (char *)(((uintptr_t)block + 63) & ~(uintptr_t)63);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -208,10 +223,43 @@ l2_status l2_session_sample(l2_session *s, l2_sampler *sampler, int32_t *token, 
 
 /* ---------------------------------------------------------------- neural net blocks */
 
-/* q8 matrices take the input vector quantized: done once per vector, shared by its matmuls. */
-static void load_input(l2_session *s, const float *x, int n) {
-    if (s->model->info.weight_type == L2_TYPE_Q8)
-        s->k->quantize_q8(s->xq, s->xs, x, n, s->model->info.group_size);
+void l2_session_observe(l2_session *s, l2_observer fn, void *ctx) {
+    s->observe = fn;
+    s->observe_ctx = ctx;
+}
+
+/* q8 matrices take the input vector quantized: done once per vector, shared by its matmuls
+ * (`first` is one of them). A two-part site also quantizes what that missed. */
+static void load_input(l2_session *s, const float *x, int n, int site, int layer,
+                       const l2_matrix *first) {
+    if (s->observe) s->observe(s->observe_ctx, site, layer, x, n);
+    s->two_part = 0;
+    if (first->type != L2_TYPE_Q8) return;
+    int gs = first->group_size;
+    s->k->quantize_q8(s->xq, s->xs, x, n, gs);
+    if (!(s->model->storage.two_part_sites & (1u << site))) return;
+    for (int i = 0; i < n; i++) s->resid[i] = x[i] - (float)s->xq[i] * s->xs[i / gs];
+    s->k->quantize_q8(s->xq2, s->xs2, s->resid, n, gs);
+    s->two_part = 1;
+}
+
+/* out = w @ (both parts of a two-part input), 128 rows at a time: the first part's product
+ * of a chunk, then the second's while the chunk is still in cache (on a board). The same
+ * kernel on the blocked layout's consecutive row blocks (whole blocks: no repacking). */
+static void matmul_two_part(l2_session *s, float *out, const l2_matrix *w) {
+    enum { BR = L2_Q8_BLOCK_ROWS, CHUNK = 4 * BR };
+    size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
+    const int8_t *wq = w->data;
+    const float *ws = (const float *)(const void *)w->scales;
+    for (int r0 = 0; r0 < w->rows; r0 += CHUNK) {
+        int n = w->rows - r0 < CHUNK ? w->rows - r0 : CHUNK;
+        size_t b = (size_t)r0 / BR;
+        const int8_t *cq = wq + b * groups * gs * BR;
+        const float *cs = ws + b * groups * BR;
+        s->k->matvec_q8(out + r0, cq, cs, s->xq, s->xs, n, w->cols, w->group_size);
+        s->k->matvec_q8(s->out2, cq, cs, s->xq2, s->xs2, n, w->cols, w->group_size);
+        for (int r = 0; r < n; r++) out[r0 + r] += s->out2[r];
+    }
 }
 
 /* out = w @ x, x the vector last given to load_input */
@@ -220,8 +268,9 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
     case L2_TYPE_F32: s->k->matvec_f32(out, w->data, x, w->rows, w->cols); break;
     case L2_TYPE_F16: s->k->matvec_f16(out, w->data, x, w->rows, w->cols); break;
     case L2_TYPE_Q8:
-        s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
-                        w->rows, w->cols, w->group_size);
+        if (s->two_part) matmul_two_part(s, out, w);
+        else s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
+                             w->rows, w->cols, w->group_size);
         break;
     case L2_TYPE_Q8_FLAT:
         l2_matvec_q8_flat(out, w->data, w->scales, x, w->rows, w->cols, w->group_size);
@@ -273,7 +322,7 @@ static int forward(l2_session *s, int32_t token, int want_logits) {
 
         /* attention: qkv matmuls, RoPE, cache */
         k->rmsnorm(s->xb, x, w->rms_att, dim);
-        load_input(s, s->xb, dim);
+        load_input(s, s->xb, dim, L2_SITE_QKV, l, &w->wq);
         matmul(s, s->q, &w->wq, s->xb);
         matmul(s, kc, &w->wk, s->xb);
         matmul(s, vc, &w->wv, s->xb);
@@ -304,24 +353,24 @@ static int forward(l2_session *s, int32_t token, int want_logits) {
                                 (size_t)kv_dim, hs);
             }
         }
-        load_input(s, s->xb, dim);
+        load_input(s, s->xb, dim, L2_SITE_WO, l, &w->wo);
         matmul(s, s->xb2, &w->wo, s->xb);
         add(x, s->xb2, dim);
 
         /* feed-forward: w2(silu(w1 x) * w3 x) */
         k->rmsnorm(s->xb, x, w->rms_ffn, dim);
-        load_input(s, s->xb, dim);
+        load_input(s, s->xb, dim, L2_SITE_W13, l, &w->w1);
         matmul(s, s->hb, &w->w1, s->xb);
         matmul(s, s->hb2, &w->w3, s->xb);
         k->silu_mul(s->hb, s->hb2, hidden);
-        load_input(s, s->hb, hidden);
+        load_input(s, s->hb, hidden, L2_SITE_W2, l, &w->w2);
         matmul(s, s->xb, &w->w2, s->hb);
         add(x, s->xb, dim);
     }
 
     if (want_logits) {
         k->rmsnorm(x, x, m->rms_final, dim);
-        load_input(s, x, dim);
+        load_input(s, x, dim, L2_SITE_CLS, -1, &m->wcls);
         matmul(s, s->logits, &m->wcls, x);
     }
     s->pos++;

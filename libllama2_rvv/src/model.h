@@ -29,6 +29,7 @@ typedef struct {
 struct l2_model {
     l2_mapping map;
     l2_model_info info;
+    l2_storage_info storage;         /* how the packed file was made (packed version 2) */
     int32_t head_size, kv_dim;
     l2_matrix token_embedding;       /* (vocab_size, dim) */
     l2_matrix wcls;                  /* (vocab_size, dim): a copy of token_embedding when shared */
@@ -45,6 +46,15 @@ static inline int32_t l2_tensor_count(int32_t n_layers, int32_t shared_classifie
 /* The vocabulary of the session's model (model.c). */
 int32_t l2_session_vocab_size(const l2_session *s);
 
+/* The input vectors of the matrices (l2_convert_params' site masks are 1 << site). */
+enum { L2_SITE_QKV, L2_SITE_WO, L2_SITE_W13, L2_SITE_W2, L2_SITE_CLS, L2_N_SITES };
+
+/* Calls fn with every matrix input vector the session's forward pass computes (site, layer
+ * or -1 for the classifier, the float vector before any quantization): l2_convert's
+ * calibration. NULL stops it. */
+typedef void (*l2_observer)(void *ctx, int site, int layer, const float *x, int n);
+void l2_session_observe(l2_session *s, l2_observer fn, void *ctx);
+
 /* Validates the file's header and sizes and fills model (loader.c). */
 l2_status l2_load(l2_model *model, const char *path, l2_error *err);
 
@@ -58,7 +68,7 @@ uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_
 
 /* The packed format (FORMAT.md). */
 #define L2_PACKED_MAGIC 0x5652324cu  /* "L2RV" little-endian */
-#define L2_PACKED_VERSION 1
+#define L2_PACKED_VERSION 2  /* written; version 1 files are read too */
 #define L2_PACKED_HEADER_BYTES 128
 #define L2_PACKED_ENTRY_BYTES 64
 #define L2_PACKED_ALIGN 64

@@ -308,7 +308,7 @@ def packed_tensors(path: Path) -> dict[tuple[str, int], tuple[int, int, int, byt
     parsed as FORMAT.md describes it."""
     data = path.read_bytes()
     magic, version, _, n = struct.unpack_from("<4I", data, 0)
-    assert (magic, version) == (0x5652324C, 1)
+    assert (magic, version) == (0x5652324C, 2)
     out = {}
     for i in range(n):
         e = 128 + 64 * i
@@ -794,7 +794,7 @@ def test_model_info(case, name: str, label: str, kind: int, type_: int, gs: int)
     assert info["group_size"] == gs
     assert info["shared_classifier"] == int(shared)
     assert info["format_version"] == {capi.FILE_V0: 0, capi.FILE_V1: 1, capi.FILE_V2: 2,
-                                      capi.FILE_PACKED: 1}[kind]
+                                      capi.FILE_PACKED: 2}[kind]
     assert info["file_bytes"] == os.path.getsize(path)
     wbpt = info["weight_bytes_per_token"]
     # the classifier is read whole even when shared: an unshared file reads no more

@@ -69,7 +69,7 @@ def test_valid_files_run(tools: Tools, files: Files, name: str) -> None:
 
 # Bytes of each fixed header that hold fields (the rest is zero padding: cutting anywhere in
 # it takes the same path, so the slower ASan build cuts at every 8th padding offset only).
-HEADER_FIELDS = {"v0": 28, "v1": 37, "v2": 41, "packed": 72}
+HEADER_FIELDS = {"v0": 28, "v1": 37, "v2": 41, "packed": 96}
 HEADER_FILE = {"v0": "v0", "v1": "v1", "v2": "v2", "packed": "packed_q8"}
 
 

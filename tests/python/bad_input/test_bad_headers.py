@@ -42,8 +42,20 @@ _case("v2-magic-bytes-swapped", "v2", lambda d: b"ak42" + d[4:])
 _case("packed-magic-lowercase", "packed_f32", lambda d: b"l2rv" + d[4:])
 for _v in (0, 3, -1, INT32_MAX):
     _case(f"v1-version-{_v}", "v1", lambda d, v=_v: put(d, 4, "<i", v), r"version")
-for _v in (0, 2, 0xFFFFFFFF):
+for _v in (0, 3, 0xFFFFFFFF):
     _case(f"packed-version-{_v}", "packed_f32", lambda d, v=_v: put(d, 4, "<I", v), r"version")
+# version 2's fields (FORMAT.md): how the file was made
+_case("packed-two-part-unknown-site", "packed_q8", lambda d: put(d, 60, "<I", 1 << 5), r"two-part")
+_case("packed-two-part-in-f32", "packed_f32", lambda d: put(d, 60, "<I", 1), r"two-part")
+_case("packed-method-2", "packed_q8", lambda d: put(d, 72, "<I", 2), r"method")
+_case("packed-gptq-in-f32", "packed_f32", lambda d: put(d, 72, "<I", 1), r"method")
+_case("packed-calib-without-gptq", "packed_q8", lambda d: put(d, 76, "<I", 5), r"calibration")
+_case("packed-calib-beyond-int32", "packed_q8", lambda d: put(put(d, 72, "<I", 1), 76, "<I", 1 << 31),
+      r"calibration")
+_case("packed-error-nan", "packed_q8", lambda d: put(d, 80, "<d", float("nan")), r"error statistic")
+_case("packed-error-negative", "packed_q8", lambda d: put(d, 88, "<d", -1.0), r"error statistic")
+_case("packed-error-infinite", "packed_q8", lambda d: put(d, 80, "<d", float("inf")), r"error statistic")
+_case("packed-reserved-byte", "packed_q8", lambda d: put(d, 100, "<B", 1), r"reserved")
 _case("v1-shared-flag-2", "v1", lambda d: put(d, 36, "<B", 2), r"shared_classifier")
 _case("v1-shared-flag-flipped", "v1", lambda d: put(d, 36, "<B", 0))
 _case("v1-unshared-flag-flipped", "v1_unshared", lambda d: put(d, 36, "<B", 1))
