@@ -87,13 +87,8 @@ def cmd_tell(args: argparse.Namespace) -> int:
     """Prints, and gives the speaker, exactly the sentences Storyteller.tell() yields: text
     through storyteller.safety's gate, the same on the screen and aloud."""
     settings = _settings(args)
-    s, g = settings.story, settings.generation
-    options = StoryOptions(
-        max_sentences=args.sentences if args.sentences is not None else s.max_sentences,
-        temperature=args.temperature if args.temperature is not None else g.temperature,
-        top_p=args.top_p if args.top_p is not None else g.top_p,
-        seed=args.seed if args.seed is not None else g.seed,
-        retries=s.retries, max_topic_chars=s.max_topic_chars, closing=s.closing)
+    options = StoryOptions.from_settings(settings.story, settings.generation, max_sentences=args.sentences,
+                                         temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     topic = " ".join(args.topic)
     blocklist = Blocklist.load(settings.safety.blocklist)
     accept_topic(topic, blocklist, options.max_topic_chars)  # refused before a model is loaded

@@ -24,8 +24,9 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from storyteller.config import GenerationSettings, StorySettings
 from storyteller.engine import Session
 from storyteller.errors import ArgumentError, ContextFullError, TopicError
 from storyteller.safety import Blocklist, check_topic, clean, gate, refuse
@@ -43,6 +44,14 @@ class StoryOptions:
     retries: int = 3  # new attempts at a sentence the filter blocked
     max_topic_chars: int = 80
     closing: str = "The end."  # told when a story stops without an ending; "" for none
+
+    @classmethod
+    def from_settings(cls, story: StorySettings, generation: GenerationSettings, **overrides: object) -> StoryOptions:
+        """The options of the settings file's [story] and [generation] (the same field names),
+        with the overrides that are not None (command-line options)."""
+        values = {**asdict(story), **asdict(generation)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         """Checked here, before a story starts: a bad value is an ArgumentError naming it

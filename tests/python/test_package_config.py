@@ -87,3 +87,15 @@ def test_where_the_file_is_looked_for(tmp_path: Path) -> None:
     found = config.find_config(None, {}, empty)
     assert found is None or found == config.SYSTEM_CONFIG
     assert config.load(None) == config.Settings()
+
+
+def test_story_options_come_from_the_settings_whole() -> None:
+    """One copy of the story fields: [story] and [generation] become StoryOptions by name, and
+    only the overrides given (not None) replace them."""
+    from storyteller.config import GenerationSettings, StorySettings
+    from storyteller.story import StoryOptions
+
+    story, generation = StorySettings(max_sentences=4, retries=1, closing=""), GenerationSettings(top_p=0.5, seed=9)
+    o = StoryOptions.from_settings(story, generation, temperature=None, seed=3)
+    assert (o.max_sentences, o.retries, o.closing, o.top_p, o.temperature, o.seed) == (4, 1, "", 0.5, 0.8, 3)
+    assert o.max_topic_chars == story.max_topic_chars
