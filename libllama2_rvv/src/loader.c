@@ -48,6 +48,17 @@ static void read_config(l2_model_info *c, const unsigned char *p) {
     c->seq_len = l2_read_i32(p + 24);
 }
 
+/* Checks the config, then sizes the model from it: head size, KV width, the layer table. */
+static l2_status shape_model(l2_model *m, const char *path, l2_error *err) {
+    const l2_model_info *c = &m->info;
+    l2_status st = check_config(c, path, err);
+    if (st != L2_OK) return st;
+    m->head_size = c->dim / c->n_heads;
+    m->kv_dim = c->n_kv_heads * m->head_size;
+    m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
+    return m->layers ? L2_OK : l2_fail(err, L2_ERR_NOMEM, "out of memory");
+}
+
 /* Walks a file image, handing out consecutive tensors and failing once past the end. */
 typedef struct {
     const unsigned char *base;
@@ -253,12 +264,8 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
     c->shared_classifier = (int32_t)(flags & 1);
     l2_status st = c->format_version == 1 ? L2_OK : read_storage(m, h, wtype, path, err);
     if (st != L2_OK) return st;
-    st = check_config(c, path, err);
+    st = shape_model(m, path, err);
     if (st != L2_OK) return st;
-    m->head_size = c->dim / c->n_heads;
-    m->kv_dim = c->n_kv_heads * m->head_size;
-    m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
-    if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
 
     int32_t expected = l2_tensor_count(c->n_layers, c->shared_classifier);
     if (n_tensors != (uint32_t)expected)
@@ -383,12 +390,8 @@ l2_status l2_load(l2_model *m, const char *path, l2_error *err) {
             if (c->vocab_size < 0 && c->vocab_size != INT32_MIN) c->vocab_size = -c->vocab_size;
             c->weight_type = L2_TYPE_F32;
         }
-        st = check_config(c, path, err);
+        st = shape_model(m, path, err);
         if (st != L2_OK) return st;
-        m->head_size = c->dim / c->n_heads;
-        m->kv_dim = c->n_kv_heads * m->head_size;
-        m->layers = calloc((size_t)c->n_layers, sizeof(l2_layer));
-        if (!m->layers) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
         if (c->file_kind == L2_FILE_V0) st = load_v0(m, &cur, path, err);
         else if (c->file_kind == L2_FILE_V1) load_v1(m, &cur);
         else st = load_v2(m, &cur, path, err);
