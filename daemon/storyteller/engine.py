@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 KV_TYPES = ("f32", "f16")  # l2_type names a KV cache can have
 CONVERT_TYPES = ("f32", "f16", "q8")  # and a packed file
-CONVERT_MODES = ("f32", "f16", "q8", "fast", "faithful")  # l2_convert_mode; FORMAT.md "Modes"
+CONVERT_MODES = ("f32", "f16", "q8", "fast", "balanced", "faithful")  # l2_convert_mode; FORMAT.md "Modes"
 METHODS = ("absmax", "gptq")  # L2_METHOD_*
 _U64 = (1 << 64) - 1
 

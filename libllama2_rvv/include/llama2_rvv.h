@@ -178,7 +178,8 @@ typedef struct {
     int32_t n_calib;         /* 0: 2048 */
 } l2_convert_params;
 
-/* The named modes "f32", "f16", "q8" (l2_convert's), "fast" and "faithful" into *out. */
+/* The named modes "f32", "f16", "q8" (l2_convert's), "fast", "balanced" and "faithful"
+ * (FORMAT.md, "Modes") into *out. */
 l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *err);
 
 /* l2_convert with every choice of l2_convert_params (same file handling and reports). */

@@ -224,13 +224,17 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
     l2_clear_error(err);
     if (!out) return l2_fail(err, L2_ERR_ARG, "l2_convert_mode: NULL argument");
     /* fast: what int8 activations cost most is rounded better, at ~8% of the Duo's speed
-     * (the qkv input as two int8 parts); faithful: the layers f16, the classifier (most of
-     * the bytes of stories15M) int8. scripts/fidelity-levers and `storyteller eval` measure them. */
+     * (the qkv input as two int8 parts); balanced: every layer input two-part (~25% slower);
+     * faithful: the layers f16, the classifier (most of the bytes of stories15M) int8.
+     * scripts/fidelity-levers and `storyteller eval` measure them. */
     static const struct { const char *name; l2_convert_params p; } modes[] = {
         {"f32", {L2_TYPE_F32, 0, 0, 0, 0, 0, NULL, 0}},
         {"f16", {L2_TYPE_F16, 0, 0, 0, 0, 0, NULL, 0}},
         {"q8", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_ABSMAX, 0, 0, 0, NULL, 0}},
         {"fast", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1, 0, 1u << L2_SITE_QKV, NULL, 0}},
+        {"balanced", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1, 0,
+                      (1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2),
+                      NULL, 0}},
         {"faithful", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1,
                       (1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2),
                       0, NULL, 0}},
@@ -240,7 +244,7 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
             *out = modes[i].p;
             return L2_OK;
         }
-    return l2_fail(err, L2_ERR_ARG, "unknown mode '%s' (f32, f16, q8, fast, faithful)",
+    return l2_fail(err, L2_ERR_ARG, "unknown mode '%s' (f32, f16, q8, fast, balanced, faithful)",
                    name ? name : "");
 }
 

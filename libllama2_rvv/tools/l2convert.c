@@ -1,6 +1,6 @@
 /* l2convert: any checkpoint libllama2_rvv opens -> the packed format (FORMAT.md).
  *   l2convert IN OUT --type f32|f16|q8 [--group N] [--method absmax|gptq] [--calib FILE]
- *   l2convert IN OUT --mode f32|f16|q8|fast|faithful [--calib FILE] */
+ *   l2convert IN OUT --mode f32|f16|q8|fast|balanced|faithful [--calib FILE] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 
 static void usage(void) {
     fprintf(stderr, "Usage: l2convert IN OUT --type f32|f16|q8 [--group N] [--method absmax|gptq]\n"
-                    "       l2convert IN OUT --mode f32|f16|q8|fast|faithful\n"
+                    "       l2convert IN OUT --mode f32|f16|q8|fast|balanced|faithful\n"
                     "  IN: a llama2.c v0/v1/v2 checkpoint or a packed file; OUT: the packed file\n"
                     "  --group N: q8 group size (default 32; any size, rows need not divide)\n"
                     "  --method: q8 rounding, absmax (default) or gptq (calibrated, slower)\n"
