@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from storyteller import __version__, bench, config, faults, models, targets
-from storyteller.engine import Model, Session, Tokenizer, check_run_option, kernel_names, printable_piece
+from storyteller.engine import (
+    CONVERT_MODES,
+    METHODS,
+    Model,
+    Session,
+    Tokenizer,
+    check_run_option,
+    kernel_names,
+    printable_piece,
+)
 from storyteller.engine import version as library_version
 from storyteller.errors import ModelNotFoundError, StorytellerError, TopicRefusedError
 from storyteller.safety import Blocklist
@@ -262,13 +271,39 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _calib(path: str | None) -> list[int] | None:
+    """A --calib file: int32 little-endian token ids, as l2convert reads them."""
+    if path is None:
+        return None
+    data = Path(path).read_bytes()
+    if not data or len(data) % 4:
+        raise StorytellerError(f"{path} is not a file of int32 token ids")
+    return [int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, len(data), 4)]
+
+
+def _storage_line(m: Model) -> str:
+    """How a packed q8 file was made (FORMAT.md, "Modes")."""
+    s = m.storage()
+    parts = [s["method"]] + (["f16 lookup table"] if s["embedding_type"] == "f16" else [])
+    if s["two_part_sites"]:
+        parts.append(f"two-part inputs 0x{s['two_part_sites']:x}")
+    line = f"  {', '.join(parts)}; q8 weight error {s['weight_error']:.2e}"
+    if s["method"] == "gptq":
+        line += f", output error {s['output_error']:.2e} on {s['calib_tokens']} calibration tokens"
+    return line
+
+
 def cmd_models_convert(args: argparse.Namespace) -> int:
-    reports = models.convert(Path(args.input), Path(args.output), args.type, args.group)
+    reports = models.convert(Path(args.input), Path(args.output), args.type or "q8", args.group,
+                             mode=args.mode, method=args.method, calib=_calib(args.calib))
     worst = max(reports, key=lambda r: r.max_abs_error / r.max_abs_value if r.max_abs_value else 0.0)
     total = sum(r.bytes for r in reports)
     print(f"{args.output}: {len(reports)} tensors, {total / 1e6:.1f} MB of weights; largest relative error "
           f"{worst.max_abs_error / worst.max_abs_value if worst.max_abs_value else 0.0:.2e} ({worst.name}"
           f"{'' if worst.layer < 0 else f' layer {worst.layer}'})")
+    with Model.open(args.output) as m:
+        if m.info.group_size:
+            print(_storage_line(m))
     return EXIT_OK
 
 
@@ -445,8 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     mc = msub.add_parser("convert", parents=[common], help="any model file -> the packed format")
     mc.add_argument("input")
     mc.add_argument("output")
-    mc.add_argument("--type", choices=("q8", "f16", "f32"), required=True)
+    how = mc.add_mutually_exclusive_group(required=True)
+    how.add_argument("--type", choices=("q8", "f16", "f32"))
+    how.add_argument("--mode", choices=CONVERT_MODES, help="a named mode: fast, balanced and faithful are q8 "
+                     "closer to float32 (libllama2_rvv/FORMAT.md, \"Modes\"; `storyteller eval` measures them)")
     mc.add_argument("--group", type=GROUP, default=0, help="q8 group size (default 32)")
+    mc.add_argument("--method", choices=METHODS, help="q8 rounding: absmax (default) or gptq (calibrated)")
+    mc.add_argument("--calib", metavar="FILE", help="gptq's calibration tokens (int32 ids; default: 2048 the "
+                    "model samples)")
     mc.set_defaults(func=cmd_models_convert)
     mi = msub.add_parser("info", parents=[common], help="a model file's shape and storage")
     mi.add_argument("file")

@@ -541,10 +541,12 @@ def packed_name(model_file: str, type: str) -> str:
     return f"{Path(model_file).stem}.{type}{PACKED_SUFFIX}"
 
 
-def convert(src: Path, dst: Path, type: str = "q8", group_size: int = 0) -> list[TensorReport]:
-    """Converts any model file the library opens to the packed format."""
+def convert(src: Path, dst: Path, type: str = "q8", group_size: int = 0, *, mode: str | None = None,
+            method: str | None = None, calib: Sequence[int] | None = None) -> list[TensorReport]:
+    """Converts any model file the library opens to the packed format (Model.convert's
+    arguments: a type, or a named mode; the q8 method and calibration tokens)."""
     with Model.open(src) as m:
-        return m.convert(dst, type, group_size)
+        return m.convert(dst, type, group_size, mode=mode, method=method, calib=calib)
 
 
 def fetch(name: str, models_dir: Path, type: str = "q8",

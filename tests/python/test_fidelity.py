@@ -90,3 +90,21 @@ def test_eval_command_writes_json_and_report(tmp_path: Path) -> None:
     assert q8["type"] == "q8" and q8["mean_kl"] > 0
     assert (report / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert "| q8 |" in (report / "fidelity.md").read_text()
+
+
+def test_models_convert_mode_and_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """storyteller models convert exposes the modes, the method and a calibration file."""
+    out = tmp_path / "faithful.l2"
+    assert cli_main(["models", "convert", str(MODEL), str(out), "--mode", "faithful"]) == 0
+    assert "gptq, f16 lookup table; q8 weight error" in capsys.readouterr().out
+    with engine.Model.open(out) as m:
+        assert m.storage()["embedding_type"] == "f16" and m.info.format_version == 2
+    calib = tmp_path / "calib.bin"
+    calib.write_bytes(np.arange(3, 300, dtype="<i4").tobytes())
+    out = tmp_path / "gptq.l2"
+    assert cli_main(["models", "convert", str(MODEL), str(out), "--type", "q8", "--method", "gptq",
+                     "--calib", str(calib)]) == 0
+    with engine.Model.open(out) as m:
+        s = m.storage()
+    assert (s["method"], s["calib_tokens"], s["embedding_type"]) == ("gptq", 297, "q8")
+    assert 0 < s["output_error"] < s["weight_error"]  # GPTQ trades weight error for output error
