@@ -104,6 +104,8 @@ def check_installed(bin_dir: Path, tmp: Path) -> None:
     assert p.returncode == 0 and p.stdout == c.stdout
     p = run(bin_dir, "storyteller", "models", "list", "--models-dir", tmp / "models", cwd=tmp)
     assert p.returncode == 0 and b"stories260K" in p.stdout  # the packaged manifest
+    p = run(bin_dir, "storyteller", "--version", cwd=tmp)  # the packaged targets.mk: kernels checked
+    assert p.returncode == 0 and b"\nkernels: " in p.stdout and b"(target " in p.stdout, p.stdout
 
 
 def test_pip_install_compiles_the_library_into_the_extension(tmp_path: Path) -> None:
@@ -114,7 +116,8 @@ def test_pip_install_compiles_the_library_into_the_extension(tmp_path: Path) -> 
     assert mode == "api" and "site-packages/storyteller/_llama2_rvv" in origin
     package = Path(origin).parent
     assert (package / "llama2_rvv.h").read_text() == (REPO_ROOT / "libllama2_rvv/include/llama2_rvv.h").read_text()
-    assert {p.name for p in (package / "data").iterdir()} >= {"blocklist.txt", "manifest.toml", "storyteller.toml"}
+    assert {p.name for p in (package / "data").iterdir()} >= {"blocklist.txt", "manifest.toml", "storyteller.toml",
+                                                              "targets.mk"}
     check_installed(bin_dir, tmp_path)
     assert egg_info.exists() == had_egg_info  # the build ran in the copy
 
