@@ -509,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--report", metavar="DIR", help="write DIR/fidelity.md and DIR/frontier.png")
     e.set_defaults(func=cmd_eval)
+
+    from storyteller import service  # the robot's commands: daemon, listen, say, stop, status
+
+    service.add_commands(sub, common, files)
     return p
 
 

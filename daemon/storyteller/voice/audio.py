@@ -80,21 +80,41 @@ def read_wav(path: Path, rate: int) -> bytes:
 
 
 class WavSource(_Closing):
-    """A WAV file, as a microphone would deliver it (chunk by chunk), then b""."""
+    """A WAV file, as a microphone would deliver it (chunk by chunk), then b"". A file that
+    is not a regular file (a FIFO: sound arriving as it is made) is read as it comes, and
+    must then be mono 16-bit at `rate`."""
 
     def __init__(self, path: Path, rate: int) -> None:
         self.rate = rate
-        self._data = read_wav(path, rate)
-        self._at = 0
         self._chunk = 2 * int(rate * CHUNK_S)
+        self._at = 0
+        self._stream: wave.Wave_read | None = None
+        if path.is_file() or not path.exists():
+            self._data = read_wav(path, rate)
+            return
+        self._data = b""
+        try:
+            self._stream = wave.open(str(path), "rb")
+        except (OSError, wave.Error, EOFError) as e:
+            raise AudioInputError(f"cannot read the WAV stream {path}: {e}") from None
+        got = (self._stream.getnchannels(), self._stream.getsampwidth(), self._stream.getframerate())
+        if got != (1, 2, rate):
+            raise AudioInputError(f"{path}: a WAV stream must be mono 16-bit {rate} Hz (got {got})")
 
     def read(self) -> bytes:
+        if self._stream is not None:
+            try:
+                return self._stream.readframes(self._chunk // 2)
+            except (OSError, wave.Error, EOFError) as e:
+                raise MicrophoneGoneError(f"the WAV stream stopped: {e}") from None
         chunk = self._data[self._at:self._at + self._chunk]
         self._at += len(chunk)
         return chunk
 
     def close(self) -> None:
         self._at = len(self._data)
+        if self._stream is not None:
+            self._stream.close()
 
 
 class Microphone(_Closing):

@@ -44,15 +44,15 @@ def available_backends() -> list[str]:
     return found
 
 
-def open_backend(name: str, voice: str | None, rate: int, procs: Processes) -> Backend:
+def open_backend(name: str, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> Backend:
     exe = shutil.which("espeak-ng")
     if name == "espeak-ng" or (name == "auto" and exe):
         if exe is None:
             raise SpeechError("text-to-speech needs espeak-ng (apt-get install espeak-ng)")
-        return EspeakNg(exe, voice, rate, procs)
+        return EspeakNg(exe, voice, rate, procs, volume)
     if name in ("pyttsx3", "auto"):
         try:
-            return Pyttsx3(voice, rate, procs)
+            return Pyttsx3(voice, rate, procs, volume)
         except SpeechError as e:
             if name == "auto":
                 raise SpeechError("text-to-speech needs espeak-ng (apt-get install espeak-ng) or pyttsx3 "

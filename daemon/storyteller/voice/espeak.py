@@ -21,8 +21,10 @@ class EspeakNg:
     name = "espeak-ng"
     speaks_files = False
 
-    def __init__(self, exe: str, voice: str | None, rate: int, procs: Processes) -> None:
-        self._argv = [exe, "-b", "1", "-s", str(rate), *(["-v", voice] if voice else [])]
+    def __init__(self, exe: str, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
+        self._argv = [exe, "-b", "1", "-s", str(rate), *(["-v", voice] if voice else []),
+                      *(["-a", str(volume)] if volume != 100 else [])]  # espeak-ng's amplitude: 100 is its own
+        self.restarts = 0  # speaking processes that died and were replaced
         self._procs = procs
         self._speaker: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -42,6 +44,8 @@ class EspeakNg:
             raise no_output("espeak-ng", complaint(err))
 
     def speak(self, text: str, wav: Path | None) -> None:
+        if self._speaker is not None and self._speaker.poll() is not None and not self._procs.killed:
+            self._replace_dead_speaker()
         if self._speaker is None:
             self._speaker = self._procs.start(self._argv, subprocess.PIPE)
             self._reader = threading.Thread(target=self._watch, args=(self._speaker,), daemon=True,
@@ -55,6 +59,17 @@ class EspeakNg:
             self.finish()
             raise SpeechError("text-to-speech: espeak-ng stopped reading") from None
         self._check()
+
+    def _replace_dead_speaker(self) -> None:
+        """The speaking process died without stop() (killed from outside, crashed): unless it
+        said the device failed, the next sentence starts a new one and the story goes on."""
+        p, self._speaker = self._speaker, None
+        assert p is not None
+        if self._reader is not None:
+            self._reader.join()
+        self._procs.done(p)
+        self._check()
+        self.restarts += 1
 
     def _watch(self, p: subprocess.Popen[bytes]) -> None:
         """Keeps the speaker's stderr; on an error line (no device) ends it: finish() reports."""

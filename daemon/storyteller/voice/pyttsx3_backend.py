@@ -80,8 +80,9 @@ class Pyttsx3:
     name = "pyttsx3"
     speaks_files = True
 
-    def __init__(self, voice: str | None, rate: int, procs: Processes) -> None:
+    def __init__(self, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
         self._shared = _shared_engine()
+        self._volume = min(1.0, volume / 100)  # pyttsx3's volume is 0..1
         self._voice, self._rate, self._procs = voice, rate, procs
         self._player = next(([shutil.which(p[0]) or p[0], *p[1:]] for p in PLAYERS if shutil.which(p[0])), None)
 
@@ -110,6 +111,7 @@ class Pyttsx3:
                 shared.done.clear()
                 try:
                     shared.engine.setProperty("rate", self._rate)
+                    shared.engine.setProperty("volume", self._volume)
                     if self._voice:
                         shared.engine.setProperty("voice", self._voice)
                     shared.engine.save_to_file(text, str(path))

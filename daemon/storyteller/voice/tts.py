@@ -42,6 +42,8 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -69,8 +71,15 @@ class Sink:
         self._closed = False
         self._error: SpeechError | None = None
         self._error_told = False
+        self.spoken: list[float] = []  # time.monotonic() as each sentence was handed to the speaker or file
+        self.on_spoken: Callable[[int], None] = lambda n: None  # called (worker thread) with len(spoken)
         self._thread = threading.Thread(target=self._work, name="storyteller-tts", daemon=True)
         self._thread.start()
+
+    @property
+    def restarts(self) -> int:
+        """Speaking processes that died on their own and were replaced (the story went on)."""
+        return int(getattr(self._engine, "restarts", 0))
 
     def say(self, text: str) -> None:
         """Queues one sentence, as storyteller.safety.clean() makes it (returns at once).
@@ -141,6 +150,8 @@ class Sink:
                 if self._speak:
                     self._engine.speak(text, path)
                 path.unlink(missing_ok=True)
+                self.spoken.append(time.monotonic())
+                self.on_spoken(len(self.spoken))
             if self._speak and not self._stopped.is_set():
                 self._engine.finish()
         except Stopped:
@@ -159,16 +170,17 @@ class Sink:
 
 
 def open_sink(speak: bool, wav: str | os.PathLike[str] | None, *, backend: str = "auto",
-              voice: str | None = None, rate: int = DEFAULT_RATE) -> Sink:
+              voice: str | None = None, rate: int = DEFAULT_RATE, volume: int = 100) -> Sink:
     """A sink that speaks through the default audio output (`speak`) and/or writes one WAV
     file (`wav`). `backend`: "auto" (espeak-ng's command, else pyttsx3), "espeak-ng" or
     "pyttsx3"; `voice`: an espeak-ng voice name (default: the engine's); `rate`: words per
-    minute. Raises SpeechError (NoAudioOutputError: nothing to speak with) before any
+    minute; `volume`: percent of the engine's own loudness (0-200). Raises SpeechError
+    (NoAudioOutputError: nothing to speak with) before any
     sentence, and creates the WAV file only once speaking is known to work."""
     if not speak and wav is None:
         raise ValueError("open_sink needs speak=True or a WAV file")
     procs = Processes()
-    engine = open_backend(backend, voice, rate, procs)
+    engine = open_backend(backend, voice, rate, procs, volume)
     scratch = Path(tempfile.mkdtemp(prefix="storyteller-tts-"))
     try:
         if speak:

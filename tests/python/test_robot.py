@@ -1,0 +1,155 @@
+"""The robot end to end on files (the fast variant): espeak-ng's spoken request → the WAV
+source → PocketSphinx → a story on the topic from a stories15M-shaped model → speech into a
+WAV file; the control socket; the faults that need no sound server (model missing, GPIO
+unavailable). test_robot_audio.py runs the real PortAudio path."""
+
+from __future__ import annotations
+
+import os
+import stat
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import package_support as ps
+import pytest
+from robot_support import Daemon, cli, request_wav, write_15m_q8
+
+pytestmark = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("pocketsphinx") is None,
+    reason="pocketsphinx is not installed (scripts/install-deps)")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_15m_q8(tmp_path_factory.mktemp("m15"))
+
+
+@pytest.fixture(scope="module")
+def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """seq_len 1024: a story generates for a few seconds, long enough to be stopped."""
+    return write_15m_q8(tmp_path_factory.mktemp("m15long"), seq_len=1024)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, model: Path) -> Iterator[Daemon]:
+    req = request_wav(tmp_path, "tell me a story about a dragon")
+    d = Daemon("--input", f"wav:{req}", "--output", f"wav:{tmp_path}/story.wav", "--socket", tmp_path / "ctl.sock",
+               "--model", model, "--tokenizer", ps.TOKENIZER)
+    yield d
+    d.close()
+
+
+def frames(path: Path) -> int:
+    with wave.open(str(path)) as w:
+        return w.getnframes()
+
+
+def test_listen_file_to_file(tmp_path: Path, model: Path) -> None:
+    req = request_wav(tmp_path, "tell me a story about a dragon")
+    p = cli("listen", "--wav", req, "--speak-wav", tmp_path / "story.wav", "--model", model,
+            "--tokenizer", ps.TOKENIZER)
+    assert p.returncode == 0, p.stderr
+    heard, story = p.stdout.splitlines()[:2]
+    assert heard == "heard: tell me a story about a dragon"
+    assert story.startswith("Once upon a time, there was a dragon named ") and story.rstrip().endswith("The end.")
+    assert frames(tmp_path / "story.wav") > 22050  # more than a second of speech
+
+
+def test_listen_without_a_request(tmp_path: Path, model: Path) -> None:
+    req = request_wav(tmp_path, "quieter")
+    p = cli("listen", "--wav", req, "--speak-wav", tmp_path / "story.wav", "--model", model,
+            "--tokenizer", ps.TOKENIZER)
+    assert p.returncode == 1 and p.stdout == "heard: quieter\nno story was asked for\n"
+    assert not (tmp_path / "story.wav").exists()
+
+
+def test_spoken_request_to_spoken_story(daemon: Daemon, tmp_path: Path) -> None:
+    """The topic reaches the prompt; the first sentence is spoken (written) before the
+    generation ends; the request's end to the first sentence is measured."""
+    heard, text = daemon.wait("heard")
+    assert text == "tell me a story about a dragon"
+    _, prompt = daemon.wait("prompt")
+    assert prompt.startswith("Once upon a time, there was a dragon named ")
+    first, _ = daemon.wait("spoken", "1")
+    ended, _ = daemon.wait("generation-end")
+    daemon.wait("told")
+    assert first < ended, daemon.log()
+    assert first - heard < 0.4, daemon.log()  # request recognised -> first sentence in the file
+    assert frames(tmp_path / "story.wav") > 22050
+    sock = tmp_path / "ctl.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+    daemon.wait("event", "told")
+    assert daemon.events("state")[-1][1] == "idle"
+    assert cli("status", "--socket", sock).stdout == "idle: ready\n"
+
+
+def test_say_and_stop_over_the_socket(tmp_path: Path, long_model: Path) -> None:
+    d = Daemon("--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav",
+               "--socket", tmp_path / "ctl.sock", "--model", long_model, "--tokenizer", ps.TOKENIZER)
+    try:
+        d.wait("ready")
+        assert cli("say", "a", "brave", "cat", "--socket", tmp_path / "ctl.sock").stdout == "ok\n"
+        _, prompt = d.wait("prompt")
+        assert "brave cat" in prompt
+        d.wait("spoken", "1")
+        assert d.events("generation-end") == []  # still generating: stop it
+        assert cli("stop", "--socket", tmp_path / "ctl.sock").stdout == "ok\n"
+        asked, _ = d.wait("control", "stop")
+        stopped, _ = d.wait("stopped")
+        assert stopped - asked <= 0.3, d.log()
+        d.wait("event", "told")
+        assert d.events("state")[-1][1] == "idle"
+        assert d.events("generation-end") == []  # cancelled, not finished
+        size = frames(tmp_path / "story.wav")
+        assert size > 0 and frames(tmp_path / "story.wav") == size
+        from storyteller.service import request
+
+        assert request(tmp_path / "ctl.sock", "; rm -rf /") == "error: say TOPIC | stop | status"
+        # refused topics are answered kindly, never told
+        cli("say", "a", "gun", "--socket", tmp_path / "ctl.sock")
+        _, refusal = d.wait("refused")
+        assert refusal.startswith("I'm sorry, I can't tell a story about that.")
+    finally:
+        d.close()
+
+
+def test_model_missing_still_obeys_stop(tmp_path: Path) -> None:
+    d = Daemon("--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav",
+               "--socket", tmp_path / "ctl.sock", "--model", tmp_path / "none.l2", "--tokenizer", ps.TOKENIZER)
+    try:
+        _, error = d.wait("error")
+        assert error.startswith("model: model file") and "none.l2 not found" in error
+        assert cli("status", "--socket", tmp_path / "ctl.sock").stdout.startswith("idle: no model: model file")
+        assert cli("say", "a", "cat", "--socket", tmp_path / "ctl.sock").stdout == "ok\n"
+        d.wait("error", "no story")
+        assert cli("stop", "--socket", tmp_path / "ctl.sock").stdout == "ok\n"
+        d.wait("stopped")
+        assert d.proc.poll() is None
+    finally:
+        assert d.close() == 0
+
+
+def test_gpio_unavailable_warns_once(tmp_path: Path, model: Path) -> None:
+    d = Daemon("--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav",
+               "--socket", tmp_path / "ctl.sock", "--model", model, "--tokenizer", ps.TOKENIZER,
+               "--gpio-chip", "gpiochip-absent", "--gpio-line", "3")
+    try:
+        d.wait("ready")
+        assert [w for _, w in d.events("warning")] == ["no button: no GPIO here: neither /dev/gpiochip-absent "
+                                                       "nor /sys/class/gpio"] or os.path.isdir("/sys/class/gpio")
+        assert cli("say", "a", "cat", "--socket", tmp_path / "ctl.sock").stdout == "ok\n"
+        d.wait("told")
+        assert len(d.events("warning")) == 1
+    finally:
+        d.close()
+
+
+def test_socket_never_replaces_a_file(tmp_path: Path, model: Path) -> None:
+    (tmp_path / "ctl.sock").write_text("not a socket")
+    d = Daemon("--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav",
+               "--socket", tmp_path / "ctl.sock", "--model", model, "--tokenizer", ps.TOKENIZER)
+    assert d.proc.wait(60) == 1
+    d.close()
+    assert (tmp_path / "ctl.sock").read_text() == "not a socket"
+    assert "cannot listen on" in d.log()
