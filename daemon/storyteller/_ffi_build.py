@@ -48,7 +48,7 @@ def platform_cflags(machine: str, cpuinfo: str = "", env: Mapping[str, str] | No
     override = env.get("STORYTELLER_CFLAGS")
     if override is not None:
         return shlex.split(override)
-    return _targets().load()[_targets().target_name(machine, cpuinfo)].cflags()
+    return [str(f) for f in _targets().load()[_targets().target_name(machine, cpuinfo)].cflags()]
 
 
 def abi_mode(env: Mapping[str, str] | None = None) -> bool:

@@ -295,11 +295,11 @@ class Model(_Owned):
         handle = ffi.gc(out[0], lib.l2_model_free)
         raw = ffi.new("l2_model_info *")
         lib.l2_model_info_get(handle, raw)
-        names = {"weight_type_name": _name(lib.l2_type_name(raw.weight_type)),
-                 "file_kind_name": _name(lib.l2_file_kind_name(raw.file_kind)),
-                 "default_kv": _name(lib.l2_type_name(lib.l2_default_kv_type(handle)))}
-        info = ModelInfo(**{f.name: int(getattr(raw, f.name)) for f in fields(ModelInfo) if f.name not in names},
-                         **names)
+        values: dict[str, int | str] = {"weight_type_name": _name(lib.l2_type_name(raw.weight_type)),
+                                        "file_kind_name": _name(lib.l2_file_kind_name(raw.file_kind)),
+                                        "default_kv": _name(lib.l2_type_name(lib.l2_default_kv_type(handle)))}
+        values.update({f.name: int(getattr(raw, f.name)) for f in fields(ModelInfo) if f.name not in values})
+        info = ModelInfo(**values)  # type: ignore[arg-type]
         return cls(handle, p, info)
 
     @property

@@ -51,7 +51,7 @@ class StoryOptions:
         with the overrides that are not None (command-line options)."""
         values = {**asdict(story), **asdict(generation)}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     def __post_init__(self) -> None:
         """Checked here, before a story starts: a bad value is an ArgumentError naming it

@@ -16,7 +16,7 @@ from storyteller.devtools.checkpoints import Config
 
 
 def _rmsnorm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-5) * weight
+    return np.asarray(x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-5) * weight)
 
 
 def _as64(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -59,7 +59,7 @@ def _forward(cfg: Config, w: dict[str, np.ndarray], tokens: Sequence[int],
         a = xb @ w["w1"][layer].T
         silu = a * 0.5 * (1.0 + np.tanh(0.5 * a))  # == a / (1 + exp(-a)), without overflow
         x = x + (silu * (xb @ w["w3"][layer].T)) @ w["w2"][layer].T
-    return _rmsnorm(x, w["rms_final"]) @ w.get("wcls", w["token_embedding"]).T
+    return np.asarray(_rmsnorm(x, w["rms_final"]) @ w.get("wcls", w["token_embedding"]).T)
 
 
 def forward_all(cfg: Config, w: dict[str, np.ndarray], tokens: Sequence[int]) -> np.ndarray:
@@ -81,13 +81,13 @@ def greedy(cfg: Config, w: dict[str, np.ndarray], first_token: int, n: int) -> l
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return np.asarray(z - np.log(np.exp(z).sum(axis=-1, keepdims=True)))
 
 
 def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
     """KL(softmax(p) || softmax(q)) along the last axis, float64 (per position for (n, vocab))."""
     lp, lq = log_softmax(p_logits), log_softmax(q_logits)
-    return np.sum(np.exp(lp) * (lp - lq), axis=-1)
+    return np.asarray(np.sum(np.exp(lp) * (lp - lq), axis=-1))
 
 
 # ----------------------------------------------------------------------------- sampler
@@ -120,7 +120,7 @@ def softmax_f32(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     e = np.exp((x - x.max()).astype(np.float64)).astype(np.float32)
     total = np.cumsum(e, dtype=np.float32)[-1]  # cumsum accumulates in order, unlike sum
-    return (e / total).astype(np.float32)
+    return np.asarray((e / total).astype(np.float32))
 
 
 def sample(logits: np.ndarray, temperature: float, topp: float, rng: XorShiftRng) -> int:
