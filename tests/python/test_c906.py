@@ -281,13 +281,18 @@ def stream_models(host_bins, tmp_path_factory) -> dict[str, tuple[dict[str, Path
             files[typ] = d / f"{name}-{typ}.l2"
             subprocess.run([str(host_bins / "l2convert"), str(f32), str(files[typ]), "--type",
                             typ], check=True, capture_output=True, timeout=TIMEOUT)
+        if name == "s260k":  # two-part inputs: matvec_q8 on 128-row chunks, twice (FORMAT.md)
+            files["balanced"] = d / f"{name}-balanced.l2"
+            subprocess.run([str(host_bins / "l2convert"), str(f32), str(files["balanced"]), "--mode",
+                            "balanced"], check=True, capture_output=True, timeout=TIMEOUT)
         out[name] = (files, tok)
     return out
 
 
 def stream_cases() -> list[tuple[str, ...]]:
     return [(m, typ, kv, run, prompt) for m in STEPS for typ in ("f32", "f16", "q8")
-            for kv in ("f32", "f16") for run in STREAM_RUNS for prompt in PROMPTS]
+            for kv in ("f32", "f16") for run in STREAM_RUNS for prompt in PROMPTS] + \
+        [("s260k", "balanced", "f16", run, prompt) for run in STREAM_RUNS for prompt in PROMPTS]
 
 
 def stream_args(case: tuple[str, ...], models) -> list[str]:
