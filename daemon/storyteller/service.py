@@ -47,7 +47,7 @@ from storyteller.voice.commands import Grammar
 IDLE, LISTENING, GENERATING, SPEAKING = "idle", "listening", "generating", "speaking"
 REOPEN_S = 1.0  # a microphone that went away is looked for again this often
 TICK_S = 0.5  # the main loop wakes at least this often
-STALE_S = 5.0  # a thread silent for this long is hung: no more watchdog pings
+STALE_MIN_S = 2.0  # a thread silent for this long (or a watchdog interval, if longer) is hung
 MAX_REQUEST = 256  # bytes of one control request
 VOLUME_STEP, VOLUME_MAX = 25, 200
 
@@ -249,7 +249,6 @@ class Robot:
         n = 0
         try:
             for sentence in teller.tell(topic):
-                self._beat("teller")
                 if n == 0:
                     self.log("prompt", sentence)  # the opening made from the topic: the model starts from it
                     self._enter(SPEAKING, only_from=(GENERATING,))
@@ -273,7 +272,6 @@ class Robot:
             self.log("error", f"story: {e}")
             sink.stop()
         finally:
-            self._beats.pop("teller", None)
             with self._lock:
                 if self._sink is sink:
                     self._sink = None
@@ -370,9 +368,11 @@ class Robot:
             if not self._busy():
                 self._enter(self._rest_state())
 
-    def healthy(self) -> bool:
+    def healthy(self, stale_s: float = STALE_MIN_S) -> bool:
+        """The listener and the control socket have shown life within stale_s (the teller is
+        not watched: a prompt may take seconds on the board, and stop() cancels it anyway)."""
         now = time.monotonic()
-        return all(now - t < STALE_S for t in self._beats.values())
+        return all(now - t < stale_s for t in self._beats.values())
 
     # ------------------------------------------------------------------ main
 
@@ -401,6 +401,7 @@ class Robot:
         notify(f"READY=1\nSTATUS={self.state}: {self.status}")
         self.log("ready", self.status)
         ping = watchdog_interval()
+        next_ping = 0.0
         try:
             while not self._quit.is_set():
                 try:
@@ -408,8 +409,9 @@ class Robot:
                     self.handle(event, arg)
                 except queue.Empty:
                     pass
-                if ping is not None and self.healthy():
+                if ping is not None and self.healthy(max(STALE_MIN_S, ping)) and time.monotonic() >= next_ping:
                     notify("WATCHDOG=1")
+                    next_ping = time.monotonic() + ping
         except KeyboardInterrupt:
             pass
         finally:
