@@ -305,26 +305,34 @@ def markdown(results: list[Result]) -> str:
 
 
 def frontier_plot(results: list[Result], path: Path, title: str) -> None:
-    """Mean KL against bytes per token, each point labelled with its projected Duo tok/s."""
+    """Mean KL against weight bytes read per token, each point labelled with its projected Duo
+    tok/s. A variant with no divergence (f32, the reference itself) has no place on the log
+    axis: it is named in the legend line instead."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    floor = 1e-12  # f32's KL is ~0: drawn at the floor of the log axis
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    exact = [r.name for r in results if r.mean_kl <= 0]
     for r in results:
-        y = max(r.mean_kl, floor)
-        ax.scatter(r.bytes_per_token / 1e3, y)
-        duo = "—" if r.projected_duo_tok_s is None else f"{r.projected_duo_tok_s:.0f} tok/s on Duo"
-        ax.annotate(f"{r.name} ({duo})", (r.bytes_per_token / 1e3, y), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        if r.mean_kl <= 0:
+            continue
+        x = r.bytes_per_token / 1e3
+        ax.scatter(x, r.mean_kl)
+        duo = "" if r.projected_duo_tok_s is None else f", {r.projected_duo_tok_s:.0f} tok/s on the Duo"
+        ax.annotate(f"{r.name} ({r.bytes_per_param:.2f} B/param{duo})", (x, r.mean_kl),
+                    textcoords="offset points", xytext=(7, 0), va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("weight kB read per token")
     ax.set_ylabel("mean KL from float32 (nats)")
-    ax.set_title(title, fontsize=10)
+    note = f" ({', '.join(exact)}: KL 0, off the axis)" if exact else ""
+    first, _, rest = title.partition("\n")
+    ax.set_title(first + note + ("\n" + rest if rest else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 1.6)  # room for the labels
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -384,4 +392,6 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         f"Reference {data['reference']}; {data['positions']} teacher-forced positions "
         f"({data['streams']['forced']} streams); {data['streams']['sampled']} seeded top-p runs of "
         f"{data['streams']['length']} tokens.\n\n" + markdown(results))
-    frontier_plot(results, out / "frontier.png", f"{Path(data['reference']).name}: distance from float32 vs bytes read")
+    frontier_plot(results, out / "frontier.png",
+                  f"{Path(data['reference']).name}: distance from float32 vs bytes read\n"
+                  "labels: bytes/param here, projected Duo tok/s of the stories15M shape stored so")
