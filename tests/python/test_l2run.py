@@ -28,6 +28,8 @@ from storyteller.devtools import checkpoints as ck
 from storyteller.devtools import reference as ref
 
 TOKENIZER = ck.shared_models_dir() / "tokenizer.bin"
+# for the tests whose failure would not name the missing file (conftest.py skips the others)
+needs_tokenizer = pytest.mark.skipif(not TOKENIZER.is_file(), reason=f"needs {TOKENIZER} (scripts/setup fetches it)")
 CFG = ck.Config(dim=32, hidden_dim=72, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000,
                 seq_len=64)
 UNICODE_PROMPT = 'Tom said: "Héllo, wörld!" (it\'s 3:00 p.m.) — ok? 😀 ñ 日本'
@@ -179,6 +181,7 @@ def test_packed_q8_defaults_to_f16_kv(bin_dir, models, vocab) -> None:
     assert p32.stdout == generate(models["q8"], vocab, kv_type="f32", **kw)
 
 
+@needs_tokenizer
 def test_different_seeds_differ(bin_dir, models) -> None:
     outs = {l2run(bin_dir, models["v0"], "-s", str(s), "-n", "40").stdout for s in (1, 2, 3)}
     assert len(outs) == 3
@@ -212,6 +215,7 @@ def test_kernel_list(bin_dir) -> None:
 
 @pytest.mark.skipif(shutil.which("gdb") is None or "avx2" not in capi.kernel_names(),
                     reason="needs gdb and a CPU that runs the avx2 set")
+@needs_tokenizer
 def test_kernel_set_serves_sampling_too(bin_dir, models) -> None:
     """-e generic means generic throughout: the sampler's softmax too (it used the fastest set,
     whatever -e said). Under gdb, a breakpoint on the avx2 set's softmax (kernels/x86.c) is hit

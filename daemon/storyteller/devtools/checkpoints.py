@@ -119,10 +119,11 @@ def with_nan(w: dict[str, np.ndarray], name: str, index: int = 0,
 
 
 def shared_models_dir() -> Path:
-    """../shared/models next to the repository root (or $LLAMA2_SHARED_MODELS).
-
-    Searched upwards from this file so that git worktrees placed deeper also find it.
-    Returns the default location even when it does not exist (tests then skip).
+    """The tests' real files (tokenizer.bin, tokenizer.model, stories260K.bin): $LLAMA2_SHARED_MODELS,
+    else ../shared/models next to the repository root (searched upwards from this file so that
+    git worktrees placed deeper also find it), else, in a clone without ../shared, the per-user
+    models folder where scripts/setup fetched tokenizer.bin (its sha256 is pinned by the manifest:
+    the same file). Tests whose file is in none of them skip, naming it (tests/python/conftest.py).
     """
     env = os.environ.get("LLAMA2_SHARED_MODELS")
     if env:
@@ -132,7 +133,9 @@ def shared_models_dir() -> Path:
         cand = parent / "shared" / "models"
         if cand.is_dir():
             return cand
-    return here.parents[4] / "shared" / "models"  # daemon/storyteller/devtools/ -> ../shared
+    from storyteller.models import user_models_dir  # here only: models imports the C binding
+
+    return user_models_dir()
 
 
 # ----------------------------------------------------------------------------- writers
