@@ -372,7 +372,11 @@ def run(reference: Path, variants: Sequence[str], tokenizer: Path | None = None,
             else:
                 with engine.Model.open(v) as m:
                     t = m.info.weight_type_name
-                    mode = MODES.get(t) if m.info.file_kind == 3 else None
+                    # a packed file: projected as its type with the two-part inputs its header
+                    # names (f16 matrices inside a q8 file are not looked for)
+                    bits = m.storage()["two_part_sites"]
+                    mode = (Mode(t, t, m.info.group_size, tuple(s for i, s in enumerate(SITES) if bits >> i & 1))
+                            if m.info.file_kind_name == "packed" else None)
                 results.append(evaluate(Path(v).name, t, Path(v), st, bench, length, mode))
     return {
         "reference": str(reference),
