@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     mpath, tpath = _paths(args, settings, args.checkpoint, args.z)
     seed = args.s or int(time.time()) & 0xFFFFFFFF
     with Model.open(mpath) as model:
-        steps = args.n if 0 < args.n <= model.info.seq_len else model.info.seq_len
+        steps = model.run_positions(args.n)
         kv = args.k or (None if settings.model.kv == "auto" else settings.model.kv)
         tok = Tokenizer.open(tpath)
         session = model.session(tok, context=steps, kv=kv, kernels=args.e or settings.model.kernels or None)

@@ -306,6 +306,12 @@ class Model(_Owned):
     def vocab_size(self) -> int:
         return self.info.vocab_size
 
+    def run_positions(self, steps: int) -> int:
+        """llama2.c's -n rule (l2_run_positions): steps, or seq_len when steps is 0 or more."""
+        _, lib = _lib()
+        with self._use() as handle:
+            return int(lib.l2_run_positions(handle, _int32("steps", steps)))
+
     def session(self, tokenizer: Tokenizer | None = None, *, context: int = 0, kv: str | None = None,
                 kernels: str | None = None) -> Session:
         """A new session (KV cache and activations) of `context` positions (0: seq_len).

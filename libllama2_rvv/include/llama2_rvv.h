@@ -298,6 +298,10 @@ l2_status l2_generate_begin(l2_session *s, l2_generation *g, l2_error *err);
 l2_status l2_generate_step(l2_session *s, l2_generation *g, l2_sampler *sampler,
                            const l2_tokenizer *tok, l2_error *err);
 
+/* llama2.c's -n: the positions a run of `steps` covers (steps, or the model's seq_len when
+ * steps is 0 or more than it). l2run and `storyteller run` size their session with it. */
+int32_t l2_run_positions(const l2_model *model, int32_t steps);
+
 /* llama2.c's run options as l2run and `storyteller run` read them, one rule for both:
  * -t temperature (a number, 0 or more, within a float), -p top-p (0 to 1), -s seed (a whole
  * number in int64; a negative one wraps as run's cast does), -n steps (0 to INT32_MAX; 0: the

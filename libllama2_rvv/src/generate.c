@@ -81,6 +81,12 @@ l2_status l2_generate_step(l2_session *s, l2_generation *g, l2_sampler *sampler,
 
 /* ---------------------------------------------------------------- the options */
 
+int32_t l2_run_positions(const l2_model *model, int32_t steps) {
+    l2_model_info info;
+    l2_model_info_get(model, &info);
+    return steps <= 0 || steps > info.seq_len ? info.seq_len : steps;
+}
+
 /* Reads a whole `text` as a number (strtod, strtoll); 0 when it is not one. */
 static int read_real(const char *text, double *out) {
     char *end;

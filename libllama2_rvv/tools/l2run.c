@@ -191,7 +191,7 @@ int main(int argc, char **argv) {
     if (l2_model_open(checkpoint, &r.model, &err) != L2_OK) return fail(&r, "cannot load model", &err);
     l2_model_info info;
     l2_model_info_get(r.model, &info);
-    if (steps == 0 || steps > info.seq_len) steps = info.seq_len;
+    steps = l2_run_positions(r.model, steps);
 
     l2_type kv_type = !kv ? L2_TYPE_AUTO : !strcmp(kv, "f16") ? L2_TYPE_F16 : L2_TYPE_F32;
     l2_session_params params = {steps, kv_type, kernels};

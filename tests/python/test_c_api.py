@@ -138,3 +138,13 @@ def test_failed_calls_say_why(tmp_path: Path) -> None:
     assert c.l2_tokenizer_decode(tok[0], 1, 320, piece, length, err) == capi.ERR_ARG
     assert piece[0] == ffi.NULL and length[0] == 0 and "320" in error_message(ffi, err)
     c.l2_tokenizer_free(tok[0])
+
+
+def test_run_positions_is_llama2c_n_rule(tmp_path: Path) -> None:
+    path = tmp_path / "m.bin"
+    ck.write_v0(path, ck.TINY, ck.make_weights(ck.TINY, seed=3))
+    with capi.Model(path) as m:
+        _, c = lib()
+        seq = ck.TINY.seq_len
+        got = [c.l2_run_positions(m.handle, n) for n in (0, 1, 7, seq, seq + 1, 2**31 - 1)]
+        assert got == [seq, 1, 7, seq, seq, seq]
