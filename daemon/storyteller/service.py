@@ -260,6 +260,9 @@ class Robot:
                 return
             self.log("generation-end", f"{n} sentences")
             sink.close()
+            if self._cancelled.is_set():
+                self.log("cancelled", f"while speaking, {len(sink.spoken)} sentences spoken")
+                return
             self.log("told", f"{len(sink.spoken)} sentences spoken, speech restarts={sink.restarts}")
         except TopicRefusedError as e:
             self.log("refused", e.refusal)

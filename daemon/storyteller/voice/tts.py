@@ -71,7 +71,7 @@ class Sink:
         self._closed = False
         self._error: SpeechError | None = None
         self._error_told = False
-        self.spoken: list[float] = []  # time.monotonic() as each sentence was handed to the speaker or file
+        self.spoken: list[float] = []  # time.monotonic() when each sentence was in the file or began to play
         self.on_spoken: Callable[[int], None] = lambda n: None  # called (worker thread) with len(spoken)
         self._thread = threading.Thread(target=self._work, name="storyteller-tts", daemon=True)
         self._thread.start()
@@ -147,11 +147,11 @@ class Sink:
                     self._engine.to_wav(text, path)
                     if self._wav is not None:
                         self._wav.append(path)
+                self.spoken.append(time.monotonic())
+                self.on_spoken(len(self.spoken))
                 if self._speak:
                     self._engine.speak(text, path)
                 path.unlink(missing_ok=True)
-                self.spoken.append(time.monotonic())
-                self.on_spoken(len(self.spoken))
             if self._speak and not self._stopped.is_set():
                 self._engine.finish()
         except Stopped:
