@@ -342,6 +342,13 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
         }
     }
     free(seen);
+    /* the matrices reading one input vector share a type: it is quantized once for them */
+    for (int32_t l = 0; st == L2_OK && l < c->n_layers; l++) {
+        const l2_layer *w = &m->layers[l];
+        if (w->wk.type != w->wq.type || w->wv.type != w->wq.type || w->w3.type != w->w1.type)
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: layer %d mixes f16 and q8 matrices that read "
+                         "the same input (wq/wk/wv or w1/w3)", path, l);
+    }
     return st;
 }
 

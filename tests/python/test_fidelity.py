@@ -14,6 +14,7 @@ from storyteller import engine, evaluate
 from storyteller.cli import main as cli_main
 from storyteller.devtools import checkpoints as ck
 from storyteller.devtools import reference as ref
+from storyteller.errors import FormatError
 
 MODEL = ck.shared_models_dir() / "stories260K.bin"
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"{MODEL} not found")
@@ -108,3 +109,22 @@ def test_models_convert_mode_and_method(tmp_path: Path, capsys: pytest.CaptureFi
         s = m.storage()
     assert (s["method"], s["calib_tokens"], s["embedding_type"]) == ("gptq", 297, "q8")
     assert 0 < s["output_error"] < s["weight_error"]  # GPTQ trades weight error for output error
+
+
+def test_loader_refuses_mixed_types_on_one_input(tmp_path: Path) -> None:
+    """wq q8 beside an f16 wk (one input, quantized once for both) is a malformed file."""
+    good = tmp_path / "q8.l2"
+    with engine.Model.open(MODEL) as m:
+        m.convert(good, "q8")
+    data = bytearray(good.read_bytes())
+    n = int.from_bytes(data[12:16], "little")
+    for i in range(n):
+        e = 128 + 64 * i
+        if data[e:e + 16].rstrip(b"\0") == b"wk" and int.from_bytes(data[e + 16:e + 20], "little") == 0:
+            rows, cols = (int.from_bytes(data[e + k:e + k + 4], "little") for k in (24, 28))
+            data[e + 20:e + 24] = (1).to_bytes(4, "little")  # f16: its bytes, no scales
+            data[e + 40:e + 64] = (2 * rows * cols).to_bytes(8, "little") + bytes(16)
+    bad = tmp_path / "mixed.l2"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="mixes f16 and q8"):
+        engine.Model.open(bad)
