@@ -30,6 +30,8 @@ PACKAGE_FILES = [
     ("libllama2_rvv/targets.mk", "data/targets.mk"),  # storyteller --version checks the kernels
     ("etc/storyteller.toml", "data/storyteller.toml"),
     ("etc/blocklist.txt", "data/blocklist.txt"),
+    ("etc/commands.txt", "data/commands.txt"),  # the robot's grammar: spoken commands and topics
+    ("etc/topics.txt", "data/topics.txt"),
     ("models/manifest.toml", "data/manifest.toml"),
 ]
 if PREBUILT:
@@ -67,7 +69,8 @@ setup(
     install_requires=["cffi>=1.15", "numpy>=1.24"],
     extras_require={
         "eval": ["matplotlib"],  # storyteller eval --report's plots
-        "voice": ["pyaudio", "vosk", "pyttsx3", "systemd-python", "gpiod"],
+        # the robot: pyaudio needs portaudio19-dev, systemd-python libsystemd-dev and pkg-config
+        "voice": ["pyaudio", "pocketsphinx", "vosk", "pyttsx3", "systemd-python", "gpiod"],
         "test": ["pytest>=7", "sentencepiece", "confusable-homoglyphs==3.3.1"],  # the last: scripts/make-confusables
     },
     cffi_modules=["daemon/storyteller/_ffi_build.py:ffi"],

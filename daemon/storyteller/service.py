@@ -76,15 +76,15 @@ class Options:
 
 
 class Log:
-    """One line per event on a stream (the journal when run by systemd), with the time since
-    start, so a test or scripts/bench-robot can read when things happened."""
+    """One line per event on a stream (the journal when run by systemd), with the monotonic
+    clock's time, so a test or scripts/bench-robot can tell when things happened."""
 
     def __init__(self, out: TextIO) -> None:
-        self._out, self._lock, self._t0 = out, threading.Lock(), time.monotonic()
+        self._out, self._lock = out, threading.Lock()
 
     def __call__(self, event: str, detail: str = "") -> None:
-        with self._lock:
-            self._out.write(f"{time.monotonic() - self._t0:9.3f} {event}{' ' + detail if detail else ''}\n")
+        with self._lock:  # CLOCK_MONOTONIC: the same clock in every process of this machine
+            self._out.write(f"{time.monotonic():.3f} {event}{' ' + detail if detail else ''}\n")
             self._out.flush()
 
 

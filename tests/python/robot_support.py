@@ -20,7 +20,7 @@ import pytest
 
 from storyteller.devtools import checkpoints as ck
 
-STORIES15M = ck.Config(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000, seq_len=256)
+STORIES15M = ck.STORIES15M
 
 
 def write_15m_q8(d: Path, seq_len: int = 256) -> Path:
