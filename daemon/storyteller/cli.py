@@ -317,6 +317,8 @@ def cmd_models_info(args: argparse.Namespace) -> int:
         print(f"  weights {i.weight_type_name}" + (f" (group {i.group_size})" if i.group_size else "") +
               f", classifier {'shared' if i.shared_classifier else 'separate'}")
         print(f"  {i.file_bytes / 1e6:.1f} MB file, {i.weight_bytes_per_token / 1e6:.1f} MB read per token")
+        if i.group_size and i.file_kind_name == "packed" and i.format_version >= 2:
+            print(_storage_line(m))
     return EXIT_OK
 
 

@@ -100,6 +100,8 @@ def test_models_convert_mode_and_method(tmp_path: Path, capsys: pytest.CaptureFi
     assert "gptq, f16 lookup table; q8 weight error" in capsys.readouterr().out
     with engine.Model.open(out) as m:
         assert m.storage()["embedding_type"] == "f16" and m.info.format_version == 2
+    assert cli_main(["models", "info", str(out)]) == 0
+    assert "gptq, f16 lookup table; q8 weight error" in capsys.readouterr().out
     calib = tmp_path / "calib.bin"
     calib.write_bytes(np.arange(3, 300, dtype="<i4").tobytes())
     out = tmp_path / "gptq.l2"
