@@ -475,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     ml.set_defaults(func=cmd_models_list)
     mf = msub.add_parser("fetch", parents=[common, dirs], help="download a model and convert it")
     mf.add_argument("name", help="stories260K, stories15M, stories42M, stories110M, tokenizer, tok512")
-    mf.add_argument("--type", choices=("q8", "f16", "f32"), default="q8", help="packed type (default q8)")
+    mf.add_argument("--type", choices=("q8", "f16", "f32", *models.MODES), default="q8",
+                    help="packed type or mode (default q8; fast, balanced and faithful run the float model "
+                    "over calibration text: fetch on a PC for a small board)")
     mf.add_argument("--from", dest="source", metavar="URL|PATH", help="get it from a mirror (a folder, or a URL "
                     "ending in /) or from the file itself, instead of the manifest's URL")
     mf.set_defaults(func=cmd_models_fetch)

@@ -44,7 +44,10 @@ from storyteller.errors import (
 )
 
 PACKED_SUFFIX = ".l2"
-TYPE_PREFERENCE = ("q8", "f16", "f32")  # which packed file of a model is picked first
+# which packed file of a model is picked first: the fast q8 mode (libllama2_rvv/FORMAT.md,
+# "Modes"), when it was made, before the plain one
+TYPE_PREFERENCE = ("fast", "q8", "balanced", "faithful", "f16", "f32")
+MODES = ("fast", "balanced", "faithful")  # convert()'s types that are l2convert modes
 CHUNK = 1 << 16
 
 
@@ -544,7 +547,10 @@ def packed_name(model_file: str, type: str) -> str:
 def convert(src: Path, dst: Path, type: str = "q8", group_size: int = 0, *, mode: str | None = None,
             method: str | None = None, calib: Sequence[int] | None = None) -> list[TensorReport]:
     """Converts any model file the library opens to the packed format (Model.convert's
-    arguments: a type, or a named mode; the q8 method and calibration tokens)."""
+    arguments: a type, or a named mode; the q8 method and calibration tokens). A `type` of
+    MODES is that mode."""
+    if type in MODES and mode is None:
+        mode = type
     with Model.open(src) as m:
         return m.convert(dst, type, group_size, mode=mode, method=method, calib=calib)
 
@@ -606,7 +612,7 @@ def _offline_help(error: str, models_dir: Path, model: Remote, tok: Remote | Non
         return f"{error}. Put {where} in {models_dir}/{mirror}"
     src, dst = models_dir / model.file, models_dir / packed_name(model.file, type)
     return (f"{error}. Put {where} in {models_dir}/, then run "
-            f"`storyteller models convert {src} {dst} --type {type}`{mirror}")
+            f"`storyteller models convert {src} {dst} --{'mode' if type in MODES else 'type'} {type}`{mirror}")
 
 
 # ----------------------------------------------------------------------------- discovery

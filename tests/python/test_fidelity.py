@@ -130,3 +130,20 @@ def test_loader_refuses_mixed_types_on_one_input(tmp_path: Path) -> None:
     bad.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="mixes f16 and q8"):
         engine.Model.open(bad)
+
+
+def test_fast_mode_file_is_picked_first(tmp_path: Path) -> None:
+    """models.convert with a mode as its type (as `models fetch --type fast` converts) writes
+    NAME.fast.l2, which the default model search prefers to NAME.q8.l2: what a board runs
+    unless told otherwise."""
+    from storyteller import models
+
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "stories260K.bin").write_bytes(MODEL.read_bytes())
+    for t in ("q8", "fast"):
+        out = d / models.packed_name("stories260K.bin", t)
+        models.convert(d / "stories260K.bin", out, t)
+    assert models.default_model([d]).name == "stories260K.fast.l2"
+    with engine.Model.open(d / "stories260K.fast.l2") as m:
+        assert m.storage()["two_part_sites"] == 1
