@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "daemon"))  # storyteller.devtools
 
 from storyteller.devtools import checkpoints as ck  # noqa: E402
 
@@ -112,16 +112,6 @@ def checkpoint_seeds(tmp: Path, l2convert: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------- tokenizers
 
 
-def tokenizer_bytes(
-    pieces: list[bytes], scores: list[float], header: int | None = None, trailer: bytes = b""
-) -> bytes:
-    mtl = max((len(p) for p in pieces), default=0) if header is None else header
-    out = [struct.pack("<i", mtl)]
-    for p, s in zip(pieces, scores, strict=True):
-        out.append(struct.pack("<fi", s, len(p)) + p)
-    return b"".join(out) + trailer
-
-
 def tokenizer_seed(vocab: int, data: bytes) -> bytes:
     assert 3 <= vocab <= 258
     return bytes([vocab - 3]) + data
@@ -165,26 +155,26 @@ def tokenizer_seeds() -> dict[str, bytes]:
     ]
     p = SPECIALS + byte_pieces[:64] + merges
     seeds["bytes64_merges"] = tokenizer_seed(
-        len(p), tokenizer_bytes(p, [0.0] * 67 + [-float(i) for i in range(len(merges))])
+        len(p), ck.tokenizer_bytes(p, [0.0] * 67 + [-float(i) for i in range(len(merges))])
     )
     p = SPECIALS + merges
     seeds["merges_only"] = tokenizer_seed(
-        len(p), tokenizer_bytes(p, [0.0] * 3 + [float(i % 5) for i in range(len(merges))])
+        len(p), ck.tokenizer_bytes(p, [0.0] * 3 + [float(i % 5) for i in range(len(merges))])
     )
     p = SPECIALS + byte_pieces[:255]
-    seeds["bytes255"] = tokenizer_seed(258, tokenizer_bytes(p, [0.0] * 258))
-    seeds["specials_only"] = tokenizer_seed(3, tokenizer_bytes(SPECIALS, [0.0] * 3))
+    seeds["bytes255"] = tokenizer_seed(258, ck.tokenizer_bytes(p, [0.0] * 258))
+    seeds["specials_only"] = tokenizer_seed(3, ck.tokenizer_bytes(SPECIALS, [0.0] * 3))
     p = SPECIALS + [b"", b"a", b"a", b"", b"aa", b"aaa", b"a" * 100, b" a", b" aa"]
     seeds["dups_empty_long"] = tokenizer_seed(
-        len(p), tokenizer_bytes(p, [0.0, 0.0, 0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 1e30])
+        len(p), ck.tokenizer_bytes(p, [0.0, 0.0, 0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 1e30])
     )
     p = SPECIALS + merges
     seeds["extra_pieces_trailer"] = tokenizer_seed(
-        10, tokenizer_bytes(p, [1.0] * len(p), header=-1, trailer=b"\x01\x02\x03")
+        10, ck.tokenizer_bytes(p, [1.0] * len(p), max_token_length=-1) + b"\x01\x02\x03"
     )
     seeds["nan_inf_scores"] = tokenizer_seed(
         8,
-        tokenizer_bytes(
+        ck.tokenizer_bytes(
             SPECIALS + [b"a", b"b", b"ab", b"ba", b" "],
             [0.0, 0.0, 0.0, float("nan"), float("inf"), -float("inf"), float("nan"), -1e10],
         ),
@@ -198,14 +188,14 @@ def tokenizer_seeds() -> dict[str, bytes]:
             pieces.append(data[pos + 8 : pos + 8 + n])
             scores.append(score)
             pos += 8 + n
-        seeds["real_first_258"] = tokenizer_seed(258, tokenizer_bytes(pieces[:258], scores[:258]))
+        seeds["real_first_258"] = tokenizer_seed(258, ck.tokenizer_bytes(pieces[:258], scores[:258]))
         sel = list(range(3)) + list(range(259, 259 + 255))
         seeds["real_merges_258"] = tokenizer_seed(
-            258, tokenizer_bytes([pieces[i] for i in sel], [scores[i] for i in sel])
+            258, ck.tokenizer_bytes([pieces[i] for i in sel], [scores[i] for i in sel])
         )
         sel = list(range(3)) + list(range(3 + 32, 3 + 128)) + list(range(259, 259 + 159))
         seeds["real_ascii_bytes_merges"] = tokenizer_seed(
-            258, tokenizer_bytes([pieces[i] for i in sel], [scores[i] for i in sel])
+            258, ck.tokenizer_bytes([pieces[i] for i in sel], [scores[i] for i in sel])
         )
     return seeds
 

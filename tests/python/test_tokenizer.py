@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from native import SHARED, error_message, lib
 
+from storyteller.devtools import checkpoints as ck
 from storyteller.devtools import reference
 
 TOKENIZER_BIN = SHARED / "models" / "tokenizer.bin"
@@ -78,10 +79,7 @@ def open_tokenizer(path: Path | str, vocab: int) -> tuple[int, CTokenizer | None
 
 def write_tokenizer(path: Path, pieces: list[bytes], scores: list[float], header: int | None = None) -> Path:
     """A llama2.c tokenizer.bin; header defaults to the real max piece length."""
-    out = [struct.pack("<i", max(map(len, pieces)) if header is None else header)]
-    for p, s in zip(pieces, scores, strict=True):
-        out.append(struct.pack("<fi", s, len(p)) + p)
-    path.write_bytes(b"".join(out))
+    path.write_bytes(ck.tokenizer_bytes(pieces, scores, max_token_length=header))
     return path
 
 

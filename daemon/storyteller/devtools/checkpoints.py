@@ -269,13 +269,20 @@ def expected_size(cfg: Config, version: int, shared: bool = True, group_size: in
     return HEADER_BYTES + 4 * norms + nq + 4 * (nq // group_size)
 
 
+def tokenizer_bytes(pieces: list[bytes], scores: list[float], *, max_token_length: int | None = None,
+                    lengths: dict[int, int] | None = None) -> bytes:
+    """llama2.c tokenizer.bin: int32 max_token_length (default: the longest piece's), then per
+    piece f32 score, i32 length, bytes. lengths overrides the stored length of some pieces (their
+    bytes unchanged), for corrupt files."""
+    mtl = max((len(p) for p in pieces), default=0) if max_token_length is None else max_token_length
+    lengths = lengths or {}
+    return struct.pack("<i", mtl) + b"".join(struct.pack("<fi", s, lengths.get(i, len(p))) + p
+                                             for i, (p, s) in enumerate(zip(pieces, scores, strict=True)))
+
+
 def write_tokenizer_bin(path: str | os.PathLike[str], pieces: list[bytes], scores: list[float],
                         max_token_length: int | None = None) -> None:
-    """llama2.c tokenizer.bin: int32 max_token_length, then per piece f32 score, i32 len, bytes."""
-    mtl = max((len(p) for p in pieces), default=0) if max_token_length is None else max_token_length
-    with open(path, "wb") as f:
-        f.write(struct.pack("<i", mtl))
-        f.writelines(struct.pack("<fi", s, len(p)) + p for p, s in zip(pieces, scores, strict=True))
+    Path(path).write_bytes(tokenizer_bytes(pieces, scores, max_token_length=max_token_length))
 
 
 def write_id_tokenizer(path: str | os.PathLike[str], vocab_size: int) -> None:

@@ -156,15 +156,6 @@ def _tokenizer_pieces(vocab: int) -> tuple[list[bytes], list[float]]:
     return pieces, [0.0] * 259 + [-float(i) for i in range(len(pieces) - 259)]
 
 
-def tokenizer_bytes(pieces: list[bytes], scores: list[float], lengths: dict[int, int] | None = None) -> bytes:
-    """tokenizer.bin; lengths overrides the stored length of some pieces (bytes unchanged)."""
-    lengths = lengths or {}
-    out = [struct.pack("<i", max(map(len, pieces)))]
-    for i, (p, s) in enumerate(zip(pieces, scores, strict=True)):
-        out.append(struct.pack("<fi", s, lengths.get(i, len(p))) + p)
-    return b"".join(out)
-
-
 @dataclass
 class Files:
     dir: Path

@@ -13,7 +13,6 @@ from bad_input_support import (
     _layout_llama2c,
     _layout_packed,
     _tokenizer_pieces,
-    tokenizer_bytes,
 )
 
 from storyteller.devtools import checkpoints as ck
@@ -60,5 +59,5 @@ def files(tmp_path_factory) -> Files:
         layout[name] = _layout_packed(base[name])
     pieces, scores = _tokenizer_pieces(CFG.vocab_size)
     tok = d / "tok.bin"
-    tok.write_bytes(tokenizer_bytes(pieces, scores))
+    tok.write_bytes(ck.tokenizer_bytes(pieces, scores))
     return Files(d, tok, base, layout)

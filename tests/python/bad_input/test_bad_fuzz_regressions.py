@@ -15,8 +15,9 @@ from bad_input_support import (
     TIMEOUT,
     Files,
     Tools,
-    tokenizer_bytes,
 )
+
+from storyteller.devtools import checkpoints as ck
 
 # ----------------------------------------------------------------------------- fuzz regressions
 
@@ -68,7 +69,7 @@ def test_fuzz_regression(tools: Tools, files: Files, request, target: str | None
         if not big_tok.exists():
             pieces = [b"<unk>", b"<s>", b"</s>"] + [b"<0x%02X>" % b for b in range(256)]
             pieces += [b"p%d" % i for i in range((1 << 16) - len(pieces))]
-            big_tok.write_bytes(tokenizer_bytes(pieces, [0.0] * len(pieces)))
+            big_tok.write_bytes(ck.tokenizer_bytes(pieces, [0.0] * len(pieces)))
         for args in (
             [mpath, "-z", big_tok, "-n", "4", "-t", "0", "-i", "a"],
             [mpath, files.dir / f"regr-{path.name}.out", "--type", "q8"],

@@ -16,36 +16,37 @@ from bad_input_support import (
     check_failure,
     l2run_args,
     run_bad_model,
-    tokenizer_bytes,
 )
+
+from storyteller.devtools import checkpoints as ck
 
 # ----------------------------------------------------------------------------- tokenizers
 
 
 def _tok_cases() -> dict[str, Callable[[], bytes]]:
     pieces, scores = _tokenizer_pieces(CFG.vocab_size)
-    full = tokenizer_bytes(pieces, scores)
+    full = ck.tokenizer_bytes(pieces, scores)
     # offset of piece i's score field
     starts, at = [], 4
     for p in pieces:
         starts.append(at)
         at += 8 + len(p)
     return {
-        "fewer-pieces": lambda: tokenizer_bytes(pieces[:100], scores[:100]),
-        "one-piece-short": lambda: tokenizer_bytes(pieces[:-1], scores[:-1]),
+        "fewer-pieces": lambda: ck.tokenizer_bytes(pieces[:100], scores[:100]),
+        "one-piece-short": lambda: ck.tokenizer_bytes(pieces[:-1], scores[:-1]),
         "cut-inside-last-piece": lambda: full[:-1],
         "cut-inside-piece-200": lambda: full[: starts[200] + 9],
         "cut-inside-length": lambda: full[: starts[50] + 6],
         "header-only": lambda: full[:4],
         "three-bytes": lambda: full[:3],
         "empty": lambda: b"",
-        "negative-length-first": lambda: tokenizer_bytes(pieces, scores, {0: -1}),
-        "negative-length-last": lambda: tokenizer_bytes(pieces, scores, {CFG.vocab_size - 1: -5}),
-        "int-min-length": lambda: tokenizer_bytes(pieces, scores, {7: INT32_MIN}),
-        "huge-length": lambda: tokenizer_bytes(pieces, scores, {3: INT32_MAX}),
-        "absurd-length": lambda: tokenizer_bytes(pieces, scores, {10: 65537}),
-        "length-past-end": lambda: tokenizer_bytes(pieces, scores, {CFG.vocab_size - 1: 1000}),
-        "length-past-end-mid": lambda: tokenizer_bytes(pieces, scores, {100: 60000}),
+        "negative-length-first": lambda: ck.tokenizer_bytes(pieces, scores, lengths={0: -1}),
+        "negative-length-last": lambda: ck.tokenizer_bytes(pieces, scores, lengths={CFG.vocab_size - 1: -5}),
+        "int-min-length": lambda: ck.tokenizer_bytes(pieces, scores, lengths={7: INT32_MIN}),
+        "huge-length": lambda: ck.tokenizer_bytes(pieces, scores, lengths={3: INT32_MAX}),
+        "absurd-length": lambda: ck.tokenizer_bytes(pieces, scores, lengths={10: 65537}),
+        "length-past-end": lambda: ck.tokenizer_bytes(pieces, scores, lengths={CFG.vocab_size - 1: 1000}),
+        "length-past-end-mid": lambda: ck.tokenizer_bytes(pieces, scores, lengths={100: 60000}),
     }
 
 
