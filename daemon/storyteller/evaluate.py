@@ -62,8 +62,7 @@ class Mode:
 
 
 # kl_bound: measured with run()'s defaults (q8 5.4e-2, fast 2.7e-2, balanced 1.6e-2, faithful
-# 4.3e-4, f16 4.7e-5, f32 0): a test fails
-# when a mode drifts past it (tests/python/test_fidelity.py)
+# 4.3e-4, f16 4.7e-5, f32 0): tests/python/test_fidelity.py fails when a mode drifts past it
 MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("f32", "f32", kl_bound=1e-12),
     Mode("f16", "f16", kl_bound=6e-5),
