@@ -58,7 +58,7 @@
 #define LLAMA2_RVV_H
 
 /* The library's version: l2_version() returns it; the Python package and setup.py read it here. */
-#define L2_VERSION "0.1.0"
+#define L2_VERSION "0.2.0"
 
 #include <stddef.h>
 #include <stdint.h>
