@@ -138,6 +138,7 @@ class Robot:
         self._teller_error: str | None = None
         self._story: threading.Thread | None = None
         self._sink: tts.Sink | None = None
+        self._next_sink: tts.Sink | None = None  # opened ahead for the next story
         self._lock = threading.Lock()  # state, _sink, _story
         self._quit = threading.Event()
         self._beats: dict[str, float] = {}  # thread name -> last sign of life
@@ -320,10 +321,10 @@ class Robot:
             return
         topic = topic or self._rng.choice(self.grammar.topics)
         self.last_topic = topic
-        out = self.o.output
+        with self._lock:
+            sink, self._next_sink = self._next_sink, None
         try:
-            sink = tts.open_sink(speak=not out.startswith("wav:"), wav=out[4:] if out.startswith("wav:") else None,
-                                 voice=self.o.voice, volume=self.volume)
+            sink = sink or self._open_sink()
         except tts.SpeechError as e:
             self.log("error", f"speech: {e}")
             return
@@ -333,6 +334,37 @@ class Robot:
         self._enter(GENERATING)
         self._story = threading.Thread(target=self._tell, args=(topic,), name="storyteller-teller", daemon=True)
         self._story.start()
+
+    def _open_sink(self) -> tts.Sink:
+        out = self.o.output
+        return tts.open_sink(speak=not out.startswith("wav:"), wav=out[4:] if out.startswith("wav:") else None,
+                             voice=self.o.voice, volume=self.volume)
+
+    def _prepare_sink(self) -> None:
+        """Opens the next story's speaker ahead, in a thread: espeak-ng's start-up checks take
+        0.1-2 s, which a request would otherwise wait for. Not for a WAV file (opening it
+        would empty the last story's)."""
+        if self.o.output.startswith("wav:"):
+            return
+
+        def work() -> None:
+            try:
+                sink = self._open_sink()
+            except tts.SpeechError as e:
+                self.log("error", f"speech: {e}")
+                return
+            with self._lock:
+                if self._next_sink is None and not self._quit.is_set():
+                    self._next_sink, sink = sink, None
+            if sink is not None:
+                sink.stop()
+        threading.Thread(target=work, name="storyteller-sink", daemon=True).start()
+
+    def _drop_next_sink(self) -> None:
+        with self._lock:
+            sink, self._next_sink = self._next_sink, None
+        if sink is not None:
+            sink.stop()
 
     def stop(self) -> float:
         """Silences the story now (any state): the speech processes are killed, the model
@@ -367,9 +399,12 @@ class Robot:
             step = VOLUME_STEP if event == "louder" else -VOLUME_STEP
             self.volume = max(0, min(VOLUME_MAX, self.volume + step))
             self.log("volume", str(self.volume))  # from the next story on
+            self._drop_next_sink()
+            self._prepare_sink()
         elif event == "told":
             if not self._busy():
                 self._enter(self._rest_state())
+            self._prepare_sink()
 
     def healthy(self, stale_s: float = STALE_MIN_S) -> bool:
         """The listener and the control socket have shown life within stale_s (the teller is
@@ -401,6 +436,7 @@ class Robot:
                 self.log("warning", f"no button: {e}")  # once: the robot runs without it
         for t in threads:
             t.start()
+        self._prepare_sink()
         notify(f"READY=1\nSTATUS={self.state}: {self.status}")
         self.log("ready", self.status)
         ping = watchdog_interval()
@@ -421,6 +457,7 @@ class Robot:
             self._quit.set()
             notify("STOPPING=1")
             self.stop()
+            self._drop_next_sink()
             if press is not None:
                 press.close()
             server.close()
