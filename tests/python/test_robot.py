@@ -153,3 +153,33 @@ def test_socket_never_replaces_a_file(tmp_path: Path, model: Path) -> None:
     d.close()
     assert (tmp_path / "ctl.sock").read_text() == "not a socket"
     assert "cannot listen on" in d.log()
+
+
+def private_kb(pid: int) -> tuple[int, int]:
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    fields = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
+    return fields["Rss"], fields["Private_Dirty"]
+
+
+def test_short_soak_memory_and_fds_stay_flat(tmp_path: Path, model: Path) -> None:
+    """25 stories one after another (scripts/bench-robot --soak 200 runs the long one): after
+    the first 5, RSS and private memory stay within 1 MB and no file descriptor is left open."""
+    sock = tmp_path / "ctl.sock"
+    d = Daemon("--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav", "--socket", sock,
+               "--model", model, "--tokenizer", ps.TOKENIZER)
+    from storyteller.service import request
+
+    try:
+        d.wait("ready")
+        marks = []
+        for i in range(25):
+            n = len(d.lines)
+            assert request(sock, "say a dragon") == "ok"
+            d.wait("told", after=n)
+            if i + 1 in (5, 25):
+                marks.append((*private_kb(d.proc.pid), len(os.listdir(f"/proc/{d.proc.pid}/fd"))))
+        (rss5, pd5, fd5), (rss25, pd25, fd25) = marks
+        assert abs(rss25 - rss5) < 1024 and abs(pd25 - pd5) < 1024, marks
+        assert fd25 == fd5, marks
+    finally:
+        d.close()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storyteller.errors import StorytellerError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK_S = 0.03  # 30 ms per read: short enough for a quick "stop", long enough to be cheap
 
@@ -57,6 +58,8 @@ class _Closing:
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """int16 mono from rate_in to rate_out by linear interpolation (speech for a recognizer
     needs no better; espeak-ng writes 22050 Hz, recognizers want 16000)."""
+    import numpy as np  # only WAV files need it (7.7 MB private in a process: not for the microphone)
+
     if rate_in == rate_out or samples.size == 0:
         return samples
     n_out = int(round(samples.size * rate_out / rate_in))
@@ -66,6 +69,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def read_wav(path: Path, rate: int) -> bytes:
     """A whole WAV file as int16 mono at `rate` (channels mixed down)."""
+    import numpy as np
+
     try:
         with wave.open(str(path), "rb") as w:
             if w.getsampwidth() != 2:
