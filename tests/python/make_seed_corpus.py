@@ -97,11 +97,16 @@ def checkpoint_seeds(tmp: Path, l2convert: Path) -> dict[str, bytes]:
         ("v2_shared_g16.bin", "f32", None),
         ("v0_shared_3.bin", "q8", 3),
         ("v0_shared_3.bin", "f16", None),
+        # version 2's fields: GPTQ, an f16 lookup table beside a q8 wcls, two-part inputs,
+        # f16 layers in a q8 file (l2convert --mode)
+        ("v0_shared_2.bin", "balanced", None),
+        ("v0_unshared_1.bin", "faithful", None),
     ]
     for src, typ, group in jobs:
         name = f"packed_{typ}{'_g' + str(group) if group else ''}_{src}"
         out = tmp / name
-        cmd = [str(l2convert), str(tmp / src), str(out), "--type", typ]
+        cmd = [str(l2convert), str(tmp / src), str(out),
+               "--mode" if typ in ("balanced", "faithful") else "--type", typ]
         if group:
             cmd += ["--group", str(group)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
