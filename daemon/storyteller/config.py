@@ -69,17 +69,34 @@ class SafetySettings:
 
 
 @dataclass(frozen=True)
+class VoiceSettings:
+    """[voice]: the robot (`storyteller daemon`, `listen`): sound, recognition, the button."""
+
+    input: str = "default"  # "default" (PortAudio's), a device name (part of it) or index, "wav:FILE"
+    output: str = "default"  # "default" (speak) or "wav:FILE"
+    recognizer: str = "pocketsphinx"  # or "vosk"
+    recognizer_model: Path | None = None  # Vosk's model folder; None: PocketSphinx's own English model
+    voice: str = "en-us"  # espeak-ng's voice
+    volume: int = 100  # percent of espeak-ng's loudness, 0-200 ("louder"/"quieter" step 25)
+    gpio_chip: str = "gpiochip0"
+    gpio_line: int = -1  # the button's line on gpio_chip (sysfs: its number); -1 = no button
+    commands: Path = field(default_factory=lambda: data_file("commands.txt"))
+    topics: Path = field(default_factory=lambda: data_file("topics.txt"))
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     story: StorySettings = field(default_factory=StorySettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
     source: Path | None = None  # the file these came from
 
 
 SECTIONS: dict[str, type] = {"model": ModelSettings, "generation": GenerationSettings,
-                             "story": StorySettings, "safety": SafetySettings}
-_OPTIONAL_PATHS = {"path", "tokenizer", "models_dir"}  # "" means "not set"
+                             "story": StorySettings, "safety": SafetySettings, "voice": VoiceSettings}
+_OPTIONAL_PATHS = {"path", "tokenizer", "models_dir", "recognizer_model"}  # "" means "not set"
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
@@ -135,6 +152,10 @@ def parse(data: Mapping[str, Any], base: Path, where: Path) -> Settings:
     settings = Settings(**sections, source=where)
     if settings.model.kv not in ("auto", "f32", "f16"):
         raise ConfigError(f"[model] kv in {where} must be auto, f32 or f16")
+    if settings.voice.recognizer not in ("pocketsphinx", "vosk"):
+        raise ConfigError(f"[voice] recognizer in {where} must be pocketsphinx or vosk")
+    if not 0 <= settings.voice.volume <= 200:
+        raise ConfigError(f"[voice] volume in {where} must be between 0 and 200")
     return settings
 
 

@@ -543,18 +543,20 @@ def listen_once(request_wav: Path, story_wav: Path, open_teller: Callable[[], Te
 def add_commands(sub: Any, common: argparse.ArgumentParser, files: argparse.ArgumentParser) -> None:
     """`daemon`, `listen`, `say`, `stop`, `status` on the storyteller command line (cli.py)."""
     voice = argparse.ArgumentParser(add_help=False)
-    voice.add_argument("--recognizer", choices=("pocketsphinx", "vosk"), default="pocketsphinx")
-    voice.add_argument("--recognizer-model", metavar="DIR", help="Vosk model folder (or PocketSphinx's)")
-    voice.add_argument("--voice", default="en-us", help="espeak-ng voice (default en-us)")
-    voice.add_argument("--volume", type=int, default=100, help="percent of espeak-ng's loudness (0-200)")
+    # every default comes from the settings' [voice] (etc/storyteller.toml)
+    voice.add_argument("--recognizer", choices=("pocketsphinx", "vosk"), help="default pocketsphinx")
+    voice.add_argument("--recognizer-model", metavar="DIR", help="Vosk's model folder")
+    voice.add_argument("--voice", help="espeak-ng voice (default en-us)")
+    voice.add_argument("--volume", type=int, choices=range(0, 201), metavar="0-200",
+                       help="percent of espeak-ng's loudness (default 100)")
     sock = argparse.ArgumentParser(add_help=False)
     sock.add_argument("--socket", metavar="PATH", help=f"control socket (default {default_socket()})")
 
     d = sub.add_parser("daemon", parents=[common, files, voice, sock], help="run the robot")
-    d.add_argument("--input", default="default", help="default | wav:FILE | device name or index")
-    d.add_argument("--output", default="default", help="default | wav:FILE")
-    d.add_argument("--gpio-chip", default="gpiochip0")
-    d.add_argument("--gpio-line", type=int, default=-1, help="the button's line (default: no button)")
+    d.add_argument("--input", help="default | wav:FILE | device name or index (default: default)")
+    d.add_argument("--output", help="default | wav:FILE (default: default)")
+    d.add_argument("--gpio-chip", help="default gpiochip0")
+    d.add_argument("--gpio-line", type=int, help="the button's line (default -1: no button)")
     d.set_defaults(func=_cmd_daemon)
     listen = sub.add_parser("listen", parents=[common, files, voice], help="one spoken request, file to file")
     listen.add_argument("--wav", required=True, metavar="REQUEST.wav")
@@ -569,11 +571,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, files: argparse.Argu
 
 
 def _options(args: argparse.Namespace) -> Options:
-    o = Options(recognizer=args.recognizer, voice=args.voice or None, volume=args.volume,
-                recognizer_model=Path(args.recognizer_model) if args.recognizer_model else None)
-    for key in ("input", "output", "gpio_chip", "gpio_line"):
-        if hasattr(args, key):
+    """The settings' [voice], each value given on the command line replacing it."""
+    v = config.load(config.find_config(args.config)).voice
+    o = Options(input=v.input, output=v.output, recognizer=v.recognizer, recognizer_model=v.recognizer_model,
+                gpio_chip=v.gpio_chip, gpio_line=v.gpio_line, volume=v.volume, voice=v.voice or None,
+                commands=v.commands, topics=v.topics)
+    for key in ("input", "output", "recognizer", "gpio_chip", "gpio_line", "volume", "voice"):
+        if getattr(args, key, None) is not None:
             setattr(o, key, getattr(args, key))
+    if args.recognizer_model:
+        o.recognizer_model = Path(args.recognizer_model)
     if getattr(args, "socket", None):
         o.socket = Path(args.socket)
     return o

@@ -185,3 +185,26 @@ def test_short_soak_memory_and_fds_stay_flat(tmp_path: Path, model: Path) -> Non
         assert fd25 == fd5, marks
     finally:
         d.close()
+
+
+def test_settings_voice_section_and_flags_over_it(tmp_path: Path, model: Path) -> None:
+    """[voice] of the settings file chooses the devices; a flag replaces its value."""
+    conf = tmp_path / "s.toml"
+    conf.write_text(f'[voice]\ninput = "wav:/nonexistent.wav"\noutput = "wav:{tmp_path}/from-settings.wav"\n'
+                    f'[model]\npath = "{model}"\ntokenizer = "{ps.TOKENIZER}"\n')
+    d = Daemon("--config", conf, "--socket", tmp_path / "ctl.sock")
+    try:
+        d.wait("ready")
+        cli("say", "a", "cat", "--socket", tmp_path / "ctl.sock")
+        d.wait("told")
+        assert frames(tmp_path / "from-settings.wav") > 0
+    finally:
+        d.close()
+    d = Daemon("--config", conf, "--socket", tmp_path / "ctl.sock", "--output", f"wav:{tmp_path}/from-flag.wav")
+    try:
+        d.wait("ready")
+        cli("say", "a", "cat", "--socket", tmp_path / "ctl.sock")
+        d.wait("told")
+        assert frames(tmp_path / "from-flag.wav") > 0
+    finally:
+        d.close()
