@@ -5,6 +5,9 @@
     storyteller bench                             tok/s, time to first token, memory
     storyteller models list | fetch NAME [--from URL|PATH] | convert IN OUT --type q8 | info FILE
     storyteller eval --reference F32.bin          each storage mode's distance from float32
+    storyteller daemon                            the robot: hears a request, speaks the story
+    storyteller say a dragon | stop | status      ask the running robot
+    storyteller listen --wav REQ.wav --speak-wav STORY.wav   one spoken request, file to file
 
 Settings come from the first of --config FILE, $STORYTELLER_CONFIG, ./etc/storyteller.toml,
 /etc/storyteller/storyteller.toml (every key optional); options given here override them.
