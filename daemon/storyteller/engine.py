@@ -467,16 +467,11 @@ def _close_sessions(owner: Model | Tokenizer) -> None:
 def printable_piece(piece: bytes, keep_bytes: bool = False) -> bytes:
     """llama2.c's print rule: nothing after a NUL, and a one-byte piece that is neither
     printable ASCII nor whitespace is dropped. keep_bytes keeps one-byte pieces >= 0x80 (the
-    "<0xHH>" tokens that spell a character the vocabulary lacks), which `run` drops."""
-    if not piece or piece[0] == 0:
-        return b""
-    if len(piece) == 1:
-        b = piece[0]
-        if 0x20 <= b < 0x7F or 9 <= b <= 13 or (keep_bytes and b >= 0x80):
-            return piece
-        return b""
-    nul = piece.find(b"\0")
-    return piece if nul < 0 else piece[:nul]
+    "<0xHH>" tokens that spell a character the vocabulary lacks), which `run` drops. The rule is
+    the C library's, l2_printable_len, which l2run applies."""
+    if keep_bytes and len(piece) == 1 and piece[0] >= 0x80:
+        return piece
+    return piece[:_lib()[1].l2_printable_len(piece, len(piece))]
 
 
 class TextDecoder:

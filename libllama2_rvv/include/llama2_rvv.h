@@ -216,6 +216,11 @@ l2_status l2_tokenizer_encode(const l2_tokenizer *tok, const char *text, int32_t
  * 0..vocab_size-1 is L2_ERR_ARG (*piece NULL, *len 0). */
 l2_status l2_tokenizer_decode(const l2_tokenizer *tok, int32_t prev, int32_t token,
                               const char **piece, size_t *len, l2_error *err);
+/* llama2.c's print rule (run.c's safe_printf): how many bytes of a decoded piece to print.
+ * None for an empty piece, one starting with NUL, or a single byte that is neither printable
+ * ASCII nor whitespace; otherwise the bytes up to the first NUL. l2run and the Python text
+ * decoder apply it. */
+size_t l2_printable_len(const char *piece, size_t len);
 void l2_tokenizer_free(l2_tokenizer *tok);
 
 /* ---- session: KV cache and activations for one generation ---- */

@@ -345,6 +345,16 @@ static int hex_value(unsigned char c) {
     return -1;
 }
 
+size_t l2_printable_len(const char *piece, size_t len) {
+    if (!piece || len == 0 || piece[0] == '\0') return 0;
+    if (len == 1) {  /* isprint || isspace in the C locale, without depending on the locale */
+        unsigned char b = (unsigned char)piece[0];
+        return (b >= 0x20 && b < 0x7f) || (b >= 9 && b <= 13) ? 1 : 0;
+    }
+    const char *nul = memchr(piece, '\0', len);
+    return nul ? (size_t)(nul - piece) : len;
+}
+
 l2_status l2_tokenizer_decode(const l2_tokenizer *tok, int32_t prev, int32_t token,
                               const char **piece, size_t *len, l2_error *err) {
     l2_clear_error(err);

@@ -5,7 +5,6 @@
  *   -k f32|f16   KV cache type (default f16 for packed f16/q8 models, else f32)
  *   -e NAME      kernel set (default: the fastest this CPU runs; -e list shows them)
  *   -v 1         report model, kernels and process memory on stderr at the end */
-#include <ctype.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -112,13 +111,6 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Prints a piece as llama2.c does: raw bytes that are neither printable nor space are dropped. */
-static void print_piece(const char *piece, size_t len) {
-    if (len == 0 || piece[0] == '\0') return;
-    if (len == 1 && !(isprint((unsigned char)piece[0]) || isspace((unsigned char)piece[0]))) return;
-    fwrite(piece, 1, strnlen(piece, len), stdout);
-}
-
 /* Anonymous and private dirty memory of this process, from /proc/self/smaps_rollup. */
 static void report_memory(void) {
     FILE *f = fopen("/proc/self/smaps_rollup", "r");
@@ -222,7 +214,7 @@ int main(int argc, char **argv) {
         if (l2_generate_step(r.session, &g, r.sampler, r.tok, &err) != L2_OK)
             return fail(&r, "forward pass failed", &err);
         if (g.done) break;
-        if (g.piece) print_piece(g.piece, g.piece_len);
+        if (g.piece) fwrite(g.piece, 1, l2_printable_len(g.piece, g.piece_len), stdout);  /* run's rule */
         fflush(stdout);
         if (start == 0.0) start = now_ms();
     }

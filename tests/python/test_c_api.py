@@ -148,3 +148,14 @@ def test_run_positions_is_llama2c_n_rule(tmp_path: Path) -> None:
         seq = ck.TINY.seq_len
         got = [c.l2_run_positions(m.handle, n) for n in (0, 1, 7, seq, seq + 1, 2**31 - 1)]
         assert got == [seq, 1, 7, seq, seq, seq]
+
+
+def test_printable_len_is_runs_print_rule() -> None:
+    """run.c's safe_printf: a single byte prints only when isprint or isspace (C locale); a
+    piece prints up to its first NUL; an empty piece or one starting with NUL prints nothing."""
+    ffi, c = lib()
+    for b in range(256):
+        want = 1 if 0x20 <= b < 0x7F or b in b"\t\n\v\f\r" else 0
+        assert c.l2_printable_len(bytes([b]), 1) == want, b
+    for piece, want in ((b"", 0), (b"\0abc", 0), (b"ab\0cd", 2), (b" Tom", 4), (b"\xe6\x97\xa5", 3)):
+        assert c.l2_printable_len(piece, len(piece)) == want, piece
