@@ -8,6 +8,7 @@ folder holding it. Command-line options override the file (cli.py).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -82,6 +83,8 @@ class VoiceSettings:
     gpio_line: int = -1  # the button's line on gpio_chip (sysfs: its number); -1 = no button
     commands: Path = field(default_factory=lambda: data_file("commands.txt"))
     topics: Path = field(default_factory=lambda: data_file("topics.txt"))
+    quiet_hours: str = ""  # "HH:MM-HH:MM" (e.g. "19:30-07:00"): bedtime, one short story then good night
+    bedtime_sentences: int = 5  # the sentence budget of the bedtime story
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,11 @@ def parse(data: Mapping[str, Any], base: Path, where: Path) -> Settings:
         raise ConfigError(f"[voice] recognizer in {where} must be pocketsphinx or vosk")
     if not 0 <= settings.voice.volume <= 200:
         raise ConfigError(f"[voice] volume in {where} must be between 0 and 200")
+    if settings.voice.quiet_hours and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d",
+                                                       settings.voice.quiet_hours):
+        raise ConfigError(f'[voice] quiet_hours in {where} must be "HH:MM-HH:MM" or ""')
+    if settings.voice.bedtime_sentences < 1:
+        raise ConfigError(f"[voice] bedtime_sentences in {where} must be 1 or more")
     return settings
 
 

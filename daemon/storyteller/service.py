@@ -25,6 +25,9 @@ control socket is a Unix socket, mode 0660; there is no network port.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import itertools
 import os
 import queue
 import random
@@ -73,6 +76,20 @@ class Options:
     voice: str | None = "en-us"
     commands: Path = field(default_factory=lambda: config.data_file("commands.txt"))
     topics: Path = field(default_factory=lambda: config.data_file("topics.txt"))
+    quiet_hours: str = ""  # "HH:MM-HH:MM"
+    bedtime_sentences: int = 5
+
+
+GOOD_NIGHT = "It is time to sleep now. Good night."
+
+
+def in_quiet_hours(hours: str, now: datetime.datetime) -> bool:
+    """True when `now` falls in "HH:MM-HH:MM" (which may run past midnight)."""
+    if not hours:
+        return False
+    start, end = ((int(t[:2]) * 60 + int(t[3:])) for t in hours.split("-"))
+    minute = now.hour * 60 + now.minute
+    return start <= minute < end if start <= end else minute >= start or minute < end
 
 
 class Log:
@@ -116,8 +133,13 @@ class Teller:
                                seed=g.seed, retries=s.retries, max_topic_chars=s.max_topic_chars,
                                closing=s.closing)
         self._teller = Storyteller(self.session, Blocklist.load(settings.safety.blocklist), options)
+        self._options = options
 
-    def tell(self, topic: str) -> Iterator[str]:
+    def tell(self, topic: str, max_sentences: int | None = None) -> Iterator[str]:
+        """The story's sentences; max_sentences replaces the settings' budget (bedtime)."""
+        o = self._options
+        self._teller.options = dataclasses.replace(o, max_sentences=min(max_sentences or o.max_sentences,
+                                                                        o.max_sentences))
         return (s.text for s in self._teller.tell(topic))
 
     def cancel(self) -> None:
@@ -144,6 +166,7 @@ class Robot:
         self._beats: dict[str, float] = {}  # thread name -> last sign of life
         self._rng = random.Random()
         self._mic = False  # an input is open
+        self._bedtime_told = False  # the night's story has been told (quiet hours)
         self._cancelled = threading.Event()  # stop() during the current story
 
     # ------------------------------------------------------------------ threads
@@ -241,17 +264,20 @@ class Robot:
             return f"{self.state}: {self.status}"
         return "error: say TOPIC | stop | status"
 
-    def _tell(self, topic: str) -> None:
-        """The teller thread: one story, each sentence spoken as soon as it is complete."""
+    def _tell(self, topic: str | None, bedtime: bool) -> None:
+        """The teller thread: one story, each sentence spoken as soon as it is complete (at
+        bedtime a short one, then good night; topic None: only good night)."""
         teller, sink = self._teller, self._sink
         assert teller is not None and sink is not None
-        self.log("story", f"topic={topic!r}")
+        self.log("story", f"topic={topic!r}{' (bedtime)' if bedtime else ''}")
         sink.on_spoken = lambda k: self.log("spoken", str(k))  # handed to the speaker or written
         n = 0
         try:
-            for sentence in teller.tell(topic):
+            story = teller.tell(topic, self.o.bedtime_sentences if bedtime else None) if topic else iter(())
+            for sentence in itertools.chain(story, [GOOD_NIGHT] if bedtime else []):
                 if n == 0:
-                    self.log("prompt", sentence)  # the opening made from the topic: the model starts from it
+                    if topic:
+                        self.log("prompt", sentence)  # the opening made from the topic: the model starts from it
                     self._enter(SPEAKING, only_from=(GENERATING,))
                 n += 1
                 self.log("sentence", sentence)
@@ -321,6 +347,10 @@ class Robot:
             return
         topic = topic or self._rng.choice(self.grammar.topics)
         self.last_topic = topic
+        bedtime = in_quiet_hours(self.o.quiet_hours, datetime.datetime.now())
+        if bedtime and self._bedtime_told:
+            topic = None  # one story a night: now only good night
+        self._bedtime_told = bedtime
         with self._lock:
             sink, self._next_sink = self._next_sink, None
         try:
@@ -332,7 +362,8 @@ class Robot:
             self._sink = sink
         self._cancelled.clear()
         self._enter(GENERATING)
-        self._story = threading.Thread(target=self._tell, args=(topic,), name="storyteller-teller", daemon=True)
+        self._story = threading.Thread(target=self._tell, args=(topic, bedtime), name="storyteller-teller",
+                                       daemon=True)
         self._story.start()
 
     def _open_sink(self) -> tts.Sink:
@@ -575,7 +606,8 @@ def _options(args: argparse.Namespace) -> Options:
     v = config.load(config.find_config(args.config)).voice
     o = Options(input=v.input, output=v.output, recognizer=v.recognizer, recognizer_model=v.recognizer_model,
                 gpio_chip=v.gpio_chip, gpio_line=v.gpio_line, volume=v.volume, voice=v.voice or None,
-                commands=v.commands, topics=v.topics)
+                commands=v.commands, topics=v.topics, quiet_hours=v.quiet_hours,
+                bedtime_sentences=v.bedtime_sentences)
     for key in ("input", "output", "recognizer", "gpio_chip", "gpio_line", "volume", "voice"):
         if getattr(args, key, None) is not None:
             setattr(o, key, getattr(args, key))

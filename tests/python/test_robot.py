@@ -208,3 +208,30 @@ def test_settings_voice_section_and_flags_over_it(tmp_path: Path, model: Path) -
         assert frames(tmp_path / "from-flag.wav") > 0
     finally:
         d.close()
+
+
+def test_bedtime_one_short_story_then_good_night(tmp_path: Path, model: Path) -> None:
+    from datetime import datetime
+
+    from storyteller.service import GOOD_NIGHT, in_quiet_hours
+
+    assert in_quiet_hours("19:30-07:00", datetime(2026, 1, 1, 23, 0))
+    assert in_quiet_hours("19:30-07:00", datetime(2026, 1, 1, 6, 59))
+    assert not in_quiet_hours("19:30-07:00", datetime(2026, 1, 1, 7, 0))
+    assert in_quiet_hours("13:00-14:00", datetime(2026, 1, 1, 13, 30)) and not in_quiet_hours("", datetime.now())
+    conf = tmp_path / "s.toml"
+    conf.write_text('[voice]\nquiet_hours = "00:00-23:59"\nbedtime_sentences = 1\n')
+    d = Daemon("--config", conf, "--input", "wav:/nonexistent.wav", "--output", f"wav:{tmp_path}/story.wav",
+               "--socket", tmp_path / "ctl.sock", "--model", model, "--tokenizer", ps.TOKENIZER)
+    try:
+        d.wait("ready")
+        cli("say", "a", "cat", "--socket", tmp_path / "ctl.sock")
+        d.wait("told")
+        first = [s for _, s in d.events("sentence")]
+        assert first[0].startswith("Once upon a time") and first[1:] == ["The end.", GOOD_NIGHT], first
+        n = len(d.lines)
+        cli("say", "a", "dog", "--socket", tmp_path / "ctl.sock")
+        d.wait("told", after=n)
+        assert [s for _, s in d.events("sentence")][len(first):] == [GOOD_NIGHT]
+    finally:
+        d.close()
