@@ -57,7 +57,8 @@ def host_kit(models: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     archive, out = bundle("host", models)
     dest = tmp_path_factory.mktemp("kit")
     with tarfile.open(archive) as t:
-        t.extractall(dest, filter="tar")
+        # extraction filters came in Python 3.11.4 (Debian 12 has 3.11.2); the archive is ours
+        t.extractall(dest, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
     return dest / "l2run-host", out
 
 
