@@ -114,7 +114,7 @@ class Vosk:
         except ImportError:
             raise RecognizerError("speech recognition with Vosk needs vosk (pip install vosk)") from None
         if not (model / "am").is_dir() and not (model / "conf").is_dir():
-            raise RecognizerError(f"no Vosk model in {model} (storyteller models fetch vosk-small-en)")
+            raise RecognizerError(f"no Vosk model in {model} (unpack one there, e.g. vosk-model-small-en-us)")
         vosk.SetLogLevel(-1)
         try:
             self._model: Any = vosk.Model(os.fspath(model))
