@@ -226,8 +226,12 @@ class Robot:
     def _heard(self, text: str) -> None:
         self.log("heard", text)
         command = self.grammar.parse(text)
-        if command is not None:
-            self.events.put((command.name, command.topic))
+        if command is None:
+            return
+        if command.name in ("story", "another") and self._busy():
+            self.log("ignored", "a story is being told: only stop, louder, quieter")  # or it hears itself
+            return
+        self.events.put((command.name, command.topic))
 
     def _serve(self, server: socket.socket) -> None:
         """One request per connection: "say TOPIC", "stop", "status"; one line back."""

@@ -235,3 +235,30 @@ def test_bedtime_one_short_story_then_good_night(tmp_path: Path, model: Path) ->
         assert [s for _, s in d.events("sentence")][len(first):] == [GOOD_NIGHT]
     finally:
         d.close()
+
+
+def test_spoken_stop_and_requests_while_telling(tmp_path: Path, long_model: Path) -> None:
+    """One recording: a request, another request, "stop". The second comes while the first
+    story is told and is ignored (the robot would otherwise obey its own voice); the spoken
+    "stop" silences the story."""
+    import wave as wav_module
+
+    parts = [request_wav(tmp_path, t) for t in ("tell me a story about a dragon", "tell me a story about a cat",
+                                               "stop")]
+    joined = tmp_path / "requests.wav"
+    with wav_module.open(str(joined), "wb") as out:
+        for i, part in enumerate(parts):
+            with wav_module.open(str(part)) as w:
+                if i == 0:
+                    out.setparams(w.getparams())
+                out.writeframes(w.readframes(w.getnframes()) + bytes(2 * w.getframerate()))  # 1 s pause
+    d = Daemon("--input", f"wav:{joined}", "--output", f"wav:{tmp_path}/story.wav", "--socket", tmp_path / "ctl.sock",
+               "--model", long_model, "--tokenizer", ps.TOKENIZER)
+    try:
+        d.wait("cancelled")
+        assert [h for _, h in d.events("heard")] == ["tell me a story about a dragon", "tell me a story about a cat",
+                                                     "stop"]
+        assert len(d.events("ignored")) == 1 and [s for _, s in d.events("story")] == ["topic='dragon'"]
+        assert d.events("generation-end") == []
+    finally:
+        d.close()
