@@ -655,7 +655,17 @@ def search_dirs(configured: Path | None = None, env: Mapping[str, str] | None = 
     for d in dirs:
         if all(d.path != u.path for u in unique):
             unique.append(d)
-    return unique
+    # a folder this user may not even look into holds nothing for it: the service's user started
+    # with root's HOME (BusyBox start-stop-daemon -c keeps it) met /root/.local/share/... and crashed
+    return [d for d in unique if _reachable(d.path)] or unique
+
+
+def _reachable(path: Path) -> bool:
+    try:
+        path.exists()  # raises PermissionError, where a missing folder is just False
+    except PermissionError:
+        return False
+    return True
 
 
 Dirs = Path | Sequence[Path]

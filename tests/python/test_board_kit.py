@@ -63,8 +63,11 @@ def host_kit(models: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 
 def kit_env() -> dict[str, str]:
-    """No checkout on the path and no library named: the kit must carry its own."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STORYTELLER_LIB", "STORYTELLER_CONFIG")}
+    """No checkout on the path and no library named: the kit must carry its own. The kit runs
+    the `python3` on PATH, as on the board: this one (with cffi and numpy), not the system's."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STORYTELLER_LIB", "STORYTELLER_CONFIG")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
 
 
 def test_kit_robot_tells_a_story(host_kit: tuple[Path, str]) -> None:
@@ -84,10 +87,8 @@ def test_kit_robot_tells_a_story(host_kit: tuple[Path, str]) -> None:
 
 def test_kit_install_check_passes_where_python_has_cffi_and_numpy(host_kit: tuple[Path, str]) -> None:
     kit, _ = host_kit
-    env = kit_env()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the python3 with cffi
     p = subprocess.run(["sh", str(kit / "robot" / "install"), "--check"], capture_output=True, text=True,
-                       env=env, timeout=120)
+                       env=kit_env(), timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "cffi, numpy: OK" in p.stdout
 

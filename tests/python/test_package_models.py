@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import threading
 import tomllib
@@ -500,6 +501,20 @@ def test_search_dirs_settings_then_env_or_user_and_system(tmp_path: Path) -> Non
     env["STORYTELLER_MODELS"] = f"{tmp_path / 'a'}:{tmp_path / 'b'}:{tmp_path / 'a'}"
     assert [f.path for f in models.search_dirs(tmp_path / "conf", env)] == [tmp_path / "conf", tmp_path / "a",
                                                                             tmp_path / "b"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may look into any folder (scripts/try-kit-install shows it)")
+def test_search_dirs_skip_a_folder_this_user_cannot_look_into(tmp_path: Path) -> None:
+    """The service's user with root's HOME: /root/.local/share/... is no model folder for it."""
+    locked = tmp_path / "root"
+    (locked / ".local").mkdir(parents=True)
+    locked.chmod(0)
+    try:
+        env = {"HOME": str(locked), "STORYTELLER_MODELS": f"{locked / 'm'}:{tmp_path / 'open'}"}
+        assert [f.path for f in models.search_dirs(None, env)] == [tmp_path / "open"]
+        assert models.find_models([f.path for f in models.search_dirs(None, env)]) == []
+    finally:
+        locked.chmod(0o755)
 
 
 def test_models_are_found_in_every_folder_of_the_search_path(tmp_path: Path) -> None:
