@@ -147,8 +147,10 @@ class Teller:
 
 
 class Robot:
-    def __init__(self, options: Options, open_teller: Callable[[], Teller], log: Log) -> None:
+    def __init__(self, options: Options, open_teller: Callable[[], Teller], log: Log,
+                 open_line: Callable[[str, int], button.Line] = button.open_line) -> None:
         self.o, self.log = options, log
+        self._open_line = open_line  # the button's GPIO line (a test gives a simulated one)
         self.grammar = Grammar.load(options.commands, options.topics)
         self.state = IDLE
         self._problems: dict[str, str] = {}  # "model", "input": what is wrong, for status
@@ -465,7 +467,7 @@ class Robot:
         press = None
         if self.o.gpio_line >= 0:
             try:
-                press = button.Button(button.open_line(self.o.gpio_chip, self.o.gpio_line), self._press,
+                press = button.Button(self._open_line(self.o.gpio_chip, self.o.gpio_line), self._press,
                                       on_error=lambda e: self.log("button-error", str(e)))
             except button.ButtonError as e:
                 self.log("warning", f"no button: {e}")  # once: the robot runs without it

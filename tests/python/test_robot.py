@@ -262,3 +262,53 @@ def test_spoken_stop_and_requests_while_telling(tmp_path: Path, long_model: Path
         assert d.events("generation-end") == []
     finally:
         d.close()
+
+
+def test_button_press_tells_and_press_while_telling_stops(tmp_path: Path, long_model: Path) -> None:
+    """The robot in this process with a simulated GPIO line (no gpio-sim here): a press
+    starts a story, a press while it is told stops it."""
+    import threading
+    import time
+
+    from test_voice_input import HeldLine
+
+    from storyteller import config
+    from storyteller.service import Log, Options, Robot, Teller
+
+    ps.use_host_library()
+    line, log_path = HeldLine(), tmp_path / "events.log"
+
+    def events() -> list[str]:
+        return [ln.split(" ", 2)[1] for ln in log_path.read_text().splitlines()]
+
+    def wait(event: str, count: int = 1) -> None:
+        end = time.monotonic() + 30
+        while events().count(event) < count:
+            assert time.monotonic() < end, log_path.read_text()
+            time.sleep(0.02)
+
+    def press() -> None:
+        line.level = True
+        time.sleep(0.15)
+        line.level = False
+        time.sleep(0.15)  # released long enough to count (debounce)
+
+    options = Options(input="wav:/nonexistent.wav", output=f"wav:{tmp_path}/story.wav", socket=tmp_path / "ctl.sock",
+                      gpio_chip="simulated", gpio_line=5)
+    with open(log_path, "w") as log:
+        robot = Robot(options, lambda: Teller(config.Settings(), long_model, ps.TOKENIZER), Log(log),
+                      open_line=lambda chip, offset: line)
+        runner = threading.Thread(target=robot.run, daemon=True)
+        runner.start()
+        try:
+            wait("ready")
+            press()
+            wait("spoken")
+            assert "generation-end" not in events()
+            press()
+            wait("cancelled")
+            assert log_path.read_text().count(" event button") == 2 and "generation-end" not in events()
+        finally:
+            robot.quit()
+            runner.join(10)
+    assert not runner.is_alive() and line.closed
