@@ -435,9 +435,11 @@ class Robot:
         elif event in ("louder", "quieter"):
             step = VOLUME_STEP if event == "louder" else -VOLUME_STEP
             self.volume = max(0, min(VOLUME_MAX, self.volume + step))
-            self.log("volume", str(self.volume))  # from the next story on
-            self._drop_next_sink()
-            self._prepare_sink()
+            self.log("volume", str(self.volume))  # from the next sentence on
+            with self._lock:
+                for sink in (self._sink, self._next_sink):
+                    if sink is not None:
+                        sink.set_volume(self.volume)
         elif event == "told":
             if not self._busy():
                 self._enter(self._rest_state())

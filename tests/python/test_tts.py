@@ -350,3 +350,19 @@ def test_tell_refuses_such_topics_kindly_without_repeating_them(topic: str, stor
     assert p.returncode == 3 and p.stderr == ""
     refusal = "I'm sorry, I can't tell a story about that. How about a story about {} instead?\n"
     assert p.stdout in {refusal.format(t) for t in SAFE_TOPICS}
+
+
+def test_volume_changes_from_the_next_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"louder" in the middle of a story: the sentences after it are spoken with the new
+    amplitude (espeak-ng's -a), the ones before with the old."""
+    bindir, log = fake_espeak(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    sink = tts.open_sink(speak=False, wav=tmp_path / "s.wav", backend="espeak-ng", volume=75)
+    sink.say(S1)
+    while not sink.spoken:
+        time.sleep(0.01)
+    sink.set_volume(150)
+    sink.say(S2)
+    sink.close()
+    calls = espeak_calls(log)
+    assert [c["argv"][c["argv"].index("-a") + 1] for c in calls] == ["75", "150"]

@@ -28,6 +28,9 @@ class Backend(Protocol):
     def speak(self, text: str, wav: Path | None) -> None:
         """Speaks one sentence, or starts to (finish() waits for the end)."""
 
+    def set_volume(self, volume: int) -> None:
+        """Percent of the engine's own loudness, from the next sentence on."""
+
     def finish(self) -> None:
         """Waits until everything given to speak() has been spoken."""
 

@@ -22,13 +22,18 @@ class EspeakNg:
     speaks_files = False
 
     def __init__(self, exe: str, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
-        self._argv = [exe, "-b", "1", "-s", str(rate), *(["-v", voice] if voice else []),
-                      *(["-a", str(volume)] if volume != 100 else [])]  # espeak-ng's amplitude: 100 is its own
+        self._base = [exe, "-b", "1", "-s", str(rate), *(["-v", voice] if voice else [])]
+        self._argv: list[str] = []
+        self.set_volume(volume)
         self.restarts = 0  # speaking processes that died on their own; the next sentence went on
         self._procs = procs
         status, err = procs.run([*self._argv, "-q", "--stdin"], "", 30.0)  # the voice exists, it runs
         if status != 0:
             raise SpeechError(f"text-to-speech: espeak-ng fails ({complaint(err) or f'exit status {status}'})")
+
+    def set_volume(self, volume: int) -> None:
+        """From the next sentence on: espeak-ng's amplitude (-a; 100 is its own)."""
+        self._argv = [*self._base, *(["-a", str(volume)] if volume != 100 else [])]
 
     def to_wav(self, text: str, path: Path) -> None:
         status, err = self._procs.run([*self._argv, "-w", str(path), "--stdin"], text, SYNTH_TIMEOUT_S)

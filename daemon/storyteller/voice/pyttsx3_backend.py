@@ -82,9 +82,13 @@ class Pyttsx3:
 
     def __init__(self, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
         self._shared = _shared_engine()
-        self._volume = min(1.0, volume / 100)  # pyttsx3's volume is 0..1
+        self._volume = 1.0
+        self.set_volume(volume)
         self._voice, self._rate, self._procs = voice, rate, procs
         self._player = next(([shutil.which(p[0]) or p[0], *p[1:]] for p in PLAYERS if shutil.which(p[0])), None)
+
+    def set_volume(self, volume: int) -> None:
+        self._volume = min(1.0, volume / 100)  # pyttsx3's volume is 0..1: it cannot go louder than its own
 
     def to_wav(self, text: str, path: Path) -> None:
         pieces = textwrap.wrap(text, PYTTSX3_PIECE_CHARS, break_on_hyphens=False) or [text]

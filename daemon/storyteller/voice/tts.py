@@ -81,6 +81,10 @@ class Sink:
         """Speaking processes that died on their own and were replaced (the story went on)."""
         return int(getattr(self._engine, "restarts", 0))
 
+    def set_volume(self, volume: int) -> None:
+        """Percent of the engine's own loudness (0-200), from the next sentence on."""
+        self._engine.set_volume(volume)
+
     def say(self, text: str) -> None:
         """Queues one sentence, as storyteller.safety.clean() makes it (returns at once).
         Raises the worker's error if it failed; after stop() the text is dropped."""
