@@ -228,12 +228,8 @@ class Robot:
     def _heard(self, text: str) -> None:
         self.log("heard", text)
         command = self.grammar.parse(text)
-        if command is None:
-            return
-        if command.name in ("story", "another") and self._busy():
-            self.log("ignored", "a story is being told: only stop, louder, quieter")  # or it hears itself
-            return
-        self.events.put((command.name, command.topic))
+        if command is not None:
+            self.events.put((command.name, command.topic))
 
     def _serve(self, server: socket.socket) -> None:
         """One request per connection: "say TOPIC", "stop", "status"; one line back."""
@@ -421,7 +417,9 @@ class Robot:
 
     def handle(self, event: str, arg: str | None) -> None:
         self.log("event", f"{event} {arg or ''}".strip())
-        if event == "stop":
+        if event in ("story", "another") and self._busy():  # spoken while a story is told
+            self.log("ignored", "a story is being told: only stop, louder, quieter")  # or it obeys its own voice
+        elif event == "stop":
             self.stop()
         elif event in ("story", "say"):
             self._start_story(arg)
