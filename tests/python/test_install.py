@@ -117,7 +117,7 @@ def test_pip_install_compiles_the_library_into_the_extension(tmp_path: Path) -> 
     package = Path(origin).parent
     assert (package / "llama2_rvv.h").read_text() == (REPO_ROOT / "libllama2_rvv/include/llama2_rvv.h").read_text()
     assert {p.name for p in (package / "data").iterdir()} >= {"blocklist.txt", "manifest.toml", "storyteller.toml",
-                                                              "targets.mk"}
+                                                              "targets.mk", "commands.txt", "topics.txt"}
     check_installed(bin_dir, tmp_path)
     assert egg_info.exists() == had_egg_info  # the build ran in the copy
 
