@@ -5,6 +5,7 @@ WAV file, while the story is still being written.
     sink.say("Once upon a time, there was a dragon.")   # queued: returns at once
     sink.close()                                        # waits until everything is spoken and written
     sink.stop()                                         # or: drop the queue, cut the speech off now
+    sink.set_volume(150)                                # louder from the next sentence on
 
 say() passes every text through storyteller.safety.clean() before any engine sees it, so
 no espeak-ng markup gets through: no "[[...]]" (espeak-ng's command always reads it as
@@ -19,16 +20,17 @@ same format checked sentence by sentence). Nothing here knows about models or st
 Backends (storyteller.voice.backends), in the order `backend="auto"` tries them:
 
 - "espeak-ng": the espeak-ng command, always with an argument list and the text on stdin
-  (`--stdin`, or one line per sentence to a long-lived process when speaking), so no text
-  can become an option, a path or shell syntax. Every step is a child process that stop()
-  can kill at once, and espeak-ng's complaints (stderr) tell when there is no sound device.
+  (`--stdin`, one process per sentence), so no text can become an option, a path or shell
+  syntax. Every step is a child process that stop() can kill at once; one that dies on its
+  own costs only its sentence (Sink.restarts counts them); espeak-ng's complaints (stderr)
+  tell when there is no sound device.
 - "pyttsx3": the same espeak-ng voice through its library, used when the command is not
   installed. It comes second because on Linux (pyttsx3 2.99, seen here) it prints "Audio
   saved to FILE" on stdout, where the story is printed; plays through
   `os.system("aplay ...")` and ignores its failure (no way to tell there is no sound card);
   cannot be interrupted; may return from runAndWait() before the file is written, or write
   it empty; and crashes the process on a very long text. So only its synthesis to a file is
-  used, with each of those worked around (see _Pyttsx3), and this module plays the file with
+  used, with each of those worked around (see pyttsx3_backend.py), and the file is played with
   aplay, paplay or pw-play as a child process it can check and kill.
 
 Speaking first asks the audio output to play nothing (PROBE_S at most): with no sound card
