@@ -24,6 +24,7 @@ from pathlib import Path
 import package_support as ps
 import pytest
 
+from storyteller import targets
 from storyteller.devtools import checkpoints as ck
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,6 +150,9 @@ def test_c906_library_needs_only_what_musl_has() -> None:
     lib = REPO / "build" / "c906" / "lib" / "libllama2_rvv.so"
     header = subprocess.run(["readelf", "-hdV", str(lib)], capture_output=True, text=True, check=True).stdout
     assert "RISC-V" in header and "double-float ABI" in header
+    data = lib.read_bytes()
+    for kernels in targets.load()["c906"].kernels:  # the sets the c906 target promises are in it
+        assert kernels.encode() + b"\0" in data, kernels
     assert "NEEDED" not in header and "GLIBC" not in header and "Version needs" not in header
     syms = subprocess.run(["readelf", "--dyn-syms", "-W", str(lib)], capture_output=True, text=True, check=True).stdout
     undefined = {f[7] for f in (line.split() for line in syms.splitlines()) if len(f) >= 8 and f[6] == "UND"}
