@@ -61,12 +61,12 @@ class Mode:
     kl_bound: float = 0.0  # mean KL on stories260K with run()'s defaults: measured, plus ~20%
 
 
-# kl_bound: measured with run()'s defaults (q8 5.4e-2, fast 2.7e-2, balanced 1.6e-2, faithful
+# kl_bound: measured with run()'s defaults (q8 4.9e-2, fast 2.7e-2, balanced 1.6e-2, faithful
 # 4.3e-4, f16 4.7e-5, f32 0): tests/python/test_fidelity.py fails when a mode drifts past it
 MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("f32", "f32", kl_bound=1e-12),
     Mode("f16", "f16", kl_bound=6e-5),
-    Mode("q8", "q8", 32, kl_bound=0.065),
+    Mode("q8", "q8", 32, kl_bound=0.059),
     Mode("fast", "q8", 32, two_part=("qkv",), kl_bound=0.033),
     Mode("balanced", "q8", 32, two_part=("qkv", "wo", "w13", "w2"), kl_bound=0.0195),
     Mode("faithful", "q8", 32, f16=("qkv", "wo", "w13", "w2"), kl_bound=5.2e-4),
@@ -96,13 +96,13 @@ def _site_elems(c: dict[str, int], site: str) -> int:
 
 
 def _matrix_bytes(mode: str, rows: int, cols: int, gs: int) -> int:
-    """Bytes of a matrix as FORMAT.md stores it (q8 rows padded to blocks of 32)."""
+    """Bytes of a matrix as FORMAT.md stores it (q8: whole blocks of 32 rows, then the tail)."""
     if mode == "f32":
         return 4 * rows * cols
     if mode == "f16":
         return 2 * rows * cols
-    prows, groups = -(-rows // 32) * 32, -(-cols // gs)
-    return prows * groups * gs + 4 * prows * groups
+    tail, groups = rows % 32, -(-cols // gs)
+    return (rows - tail) * groups * (gs + 4) + tail * cols + 4 * -(-tail * cols // gs)
 
 
 def _per_token(row: dict[str, Any], fn: str) -> float:

@@ -94,6 +94,36 @@ static void put_u64(unsigned char *p, uint64_t v) {
     put_u32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* The last rows%32 rows of a q8 matrix, row-major after its blocks, in groups of gs of the
+ * flattened tail, rounded to nearest (FORMAT.md): rows[0..n) are rows r0.. of t. */
+static l2_status write_tail(writer *w, const out_tensor *t, int32_t r0, int32_t n,
+                            const float *rows, void *scratch, l2_tensor_report *rep) {
+    size_t cols = (size_t)t->cols, gs = (size_t)t->gs, groups = (cols + gs - 1) / gs;
+    size_t total = (size_t)n * cols, tail_groups = (total + gs - 1) / gs;
+    int8_t *q = scratch;
+    float *scales = (float *)(void *)(q + (total + 3) / 4 * 4);
+    for (size_t g = 0; g < tail_groups; g++) {
+        size_t f0 = g * gs, len = total - f0 < gs ? total - f0 : gs;
+        float amax = 0.0f;
+        for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(rows[f0 + i]));
+        float scale = amax / 127.0f;
+        scales[g] = scale;
+        for (size_t i = 0; i < len; i++) {
+            float v = rows[f0 + i];
+            long qv = scale > 0.0f ? lrintf(v / scale) : 0;
+            qv = qv > 127 ? 127 : qv < -127 ? -127 : qv;
+            q[f0 + i] = (int8_t)qv;
+            double e = fabs((double)((float)qv * scale) - (double)v);
+            if (e > rep->max_abs_error) rep->max_abs_error = e;
+            w->err_sq += e * e;
+        }
+    }
+    uint64_t full = (uint64_t)r0;  /* the tail starts after the whole blocks */
+    l2_status st = write_at(w, q, total, t->offset + full * groups * gs);
+    if (st != L2_OK) return st;
+    return write_at(w, scales, 4 * tail_groups, t->scales_offset + 4 * full * groups);
+}
+
 /* Converts rows [r0, r0+n) of t's source into the output type and writes them. */
 static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t n, float *rows,
                             void *scratch, l2_tensor_report *rep) {
@@ -128,8 +158,9 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
         }
         return write_at(w, h, (size_t)n * cols * 2, t->offset + 2 * first);
     }
-    default: {  /* q8: one block of BR rows, zero rows padding the last block */
+    default: {  /* q8: one block of BR rows, or the tail rows after the last one */
         enum { BR = L2_Q8_BLOCK_ROWS };
+        if (n < BR) return write_tail(w, t, r0, n, rows, scratch, rep);
         size_t gs = (size_t)t->gs, groups = (cols + gs - 1) / gs;
         int8_t *q = scratch;
         float *scales = (float *)(void *)(q + groups * gs * BR);
@@ -468,9 +499,10 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     for (size_t i = 0; i < n; i++) {
         out_tensor *t = &ts[i];
         t->offset = at;
-        t->bytes = l2_packed_values_bytes(t->type, t->rows, t->cols, t->gs);
+        int32_t tail = t->type == L2_TYPE_Q8 ? t->rows % L2_Q8_BLOCK_ROWS : 0;
+        t->bytes = l2_packed_values_bytes(t->type, t->rows, t->cols, t->gs, tail);
         at = align_up(at + t->bytes);
-        t->scales_bytes = l2_packed_scales_bytes(t->type, t->rows, t->cols, t->gs);
+        t->scales_bytes = l2_packed_scales_bytes(t->type, t->rows, t->cols, t->gs, tail);
         if (t->scales_bytes) {
             t->scales_offset = at;
             at = align_up(at + t->scales_bytes);

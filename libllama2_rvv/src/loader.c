@@ -86,8 +86,9 @@ static void take_matrix(cursor *cur, l2_matrix *m, l2_type type, int32_t rows, i
     m->rows = rows;
     m->cols = cols;
     m->group_size = gs;
-    m->data = take(cur, l2_packed_values_bytes(type, rows, cols, gs));
-    m->scales = take(cur, l2_packed_scales_bytes(type, rows, cols, gs));
+    m->tail = 0;
+    m->data = take(cur, l2_packed_values_bytes(type, rows, cols, gs, 0));
+    m->scales = take(cur, l2_packed_scales_bytes(type, rows, cols, gs, 0));
 }
 
 /* ---------------------------------------------------------------- llama2.c files */
@@ -315,8 +316,10 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
         if (!is_rms && c->format_version >= 2 && wtype == L2_TYPE_Q8 && type == L2_TYPE_F16)
             etype = L2_TYPE_F16;
         int32_t egs = etype == L2_TYPE_Q8 ? (int32_t)gs : 0;
-        uint64_t ebytes = l2_packed_values_bytes(etype, erows, ecols, egs);
-        uint64_t esbytes = l2_packed_scales_bytes(etype, erows, ecols, egs);
+        /* version 2 stores a q8 matrix's last rows%32 rows unpadded (FORMAT.md) */
+        int32_t tail = etype == L2_TYPE_Q8 && c->format_version >= 2 ? erows % L2_Q8_BLOCK_ROWS : 0;
+        uint64_t ebytes = l2_packed_values_bytes(etype, erows, ecols, egs, tail);
+        uint64_t esbytes = l2_packed_scales_bytes(etype, erows, ecols, egs, tail);
         if (type != (uint32_t)etype || rows != (uint32_t)erows || cols != (uint32_t)ecols ||
             bytes != ebytes || sbytes != esbytes) {
             st = l2_fail(err, L2_ERR_FORMAT, "%s: tensor %s (layer %d) has type %u shape %ux%u, "
@@ -331,7 +334,7 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
                          "is misaligned", path, name, layer);
             break;
         }
-        l2_matrix mat = {etype, erows, ecols, egs, h + off, sbytes ? h + soff : NULL};
+        l2_matrix mat = {etype, erows, ecols, egs, tail, h + off, sbytes ? h + soff : NULL};
         switch (t) {
         case T_EMB: m->token_embedding = mat; break;
         case T_WCLS: m->wcls = mat; break;

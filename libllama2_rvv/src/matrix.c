@@ -5,15 +5,21 @@
 
 #include "model.h"
 
-uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
+/* Rows in whole blocks of a q8 matrix: all of them padded to a block (tail 0, version 1), or
+ * those before the tail rows that follow row-major (version 2). */
+static uint64_t block_rows(int32_t rows, int32_t tail) {
+    if (tail) return (uint64_t)rows - (uint64_t)tail;
+    return ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+}
+
+uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs, int32_t tail) {
     uint64_t n = (uint64_t)rows * (uint64_t)cols;
     switch (type) {
     case L2_TYPE_F32: return 4 * n;
     case L2_TYPE_F16: return 2 * n;
     case L2_TYPE_Q8: {
-        uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
         uint64_t groups = ((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs;
-        return prows * groups * (uint64_t)gs;
+        return block_rows(rows, tail) * groups * (uint64_t)gs + (uint64_t)tail * (uint64_t)cols;
     }
     case L2_TYPE_Q8_FLAT: return n;
     case L2_TYPE_AUTO: break;  /* a session's KV choice, never a matrix's type */
@@ -21,10 +27,13 @@ uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_
     return 0;
 }
 
-uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs) {
-    uint64_t prows = ((uint64_t)rows + L2_Q8_BLOCK_ROWS - 1) / L2_Q8_BLOCK_ROWS * L2_Q8_BLOCK_ROWS;
+uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs, int32_t tail) {
     switch (type) {
-    case L2_TYPE_Q8: return 4 * prows * (((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs);
+    case L2_TYPE_Q8: {
+        uint64_t tail_values = (uint64_t)tail * (uint64_t)cols;
+        return 4 * (block_rows(rows, tail) * (((uint64_t)cols + (uint64_t)gs - 1) / (uint64_t)gs) +
+                    (tail_values + (uint64_t)gs - 1) / (uint64_t)gs);
+    }
     case L2_TYPE_Q8_FLAT: return 4 * ((uint64_t)rows * (uint64_t)cols / (uint64_t)gs);
     default: return 0;
     }
@@ -44,9 +53,16 @@ void l2_matrix_row(const l2_matrix *m, int32_t row, float *out) {
     case L2_TYPE_Q8: {
         enum { BR = L2_Q8_BLOCK_ROWS };
         size_t gs = (size_t)m->group_size, groups = (cols + gs - 1) / gs;
-        size_t b = (size_t)row / BR, r = (size_t)row % BR;
+        size_t b = (size_t)row / BR, r = (size_t)row % BR, full = (size_t)(m->rows - m->tail);
         const int8_t *wq = m->data;
         const float *ws = (const float *)(const void *)m->scales;
+        if (m->tail && (size_t)row >= full) {  /* a tail row: row-major, groups of the flat tail */
+            size_t f = ((size_t)row - full) * cols;
+            wq += full * groups * gs;
+            ws += full * groups;
+            for (size_t c = 0; c < cols; c++, f++) out[c] = (float)wq[f] * ws[f / gs];
+            break;
+        }
         for (size_t c = 0; c < cols; c++) {
             size_t bg = b * groups + c / gs;
             out[c] = (float)wq[(bg * gs + c % gs) * BR + r] * ws[bg * BR + r];

@@ -35,8 +35,8 @@ const char *l2_file_kind_name(l2_file_kind kind) {
 /* ---------------------------------------------------------------- model */
 
 static uint64_t matrix_bytes(const l2_matrix *m) {
-    return l2_packed_values_bytes(m->type, m->rows, m->cols, m->group_size) +
-           l2_packed_scales_bytes(m->type, m->rows, m->cols, m->group_size);
+    return l2_packed_values_bytes(m->type, m->rows, m->cols, m->group_size, m->tail) +
+           l2_packed_scales_bytes(m->type, m->rows, m->cols, m->group_size, m->tail);
 }
 
 l2_status l2_model_open(const char *path, l2_model **out, l2_error *err) {
@@ -246,13 +246,13 @@ static void load_input(l2_session *s, const float *x, int n, int site, int layer
 /* out = w @ (both parts of a two-part input), 128 rows at a time: the first part's product
  * of a chunk, then the second's while the chunk is still in cache (on a board). The same
  * kernel on the blocked layout's consecutive row blocks (whole blocks: no repacking). */
-static void matmul_two_part(l2_session *s, float *out, const l2_matrix *w) {
+static void matmul_two_part(l2_session *s, float *out, const l2_matrix *w, int rows) {
     enum { BR = L2_Q8_BLOCK_ROWS, CHUNK = 4 * BR };
     size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
     const int8_t *wq = w->data;
     const float *ws = (const float *)(const void *)w->scales;
-    for (int r0 = 0; r0 < w->rows; r0 += CHUNK) {
-        int n = w->rows - r0 < CHUNK ? w->rows - r0 : CHUNK;
+    for (int r0 = 0; r0 < rows; r0 += CHUNK) {
+        int n = rows - r0 < CHUNK ? rows - r0 : CHUNK;
         size_t b = (size_t)r0 / BR;
         const int8_t *cq = wq + b * groups * gs * BR;
         const float *cs = ws + b * groups * BR;
@@ -267,11 +267,20 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
     switch (w->type) {
     case L2_TYPE_F32: s->k->matvec_f32(out, w->data, x, w->rows, w->cols); break;
     case L2_TYPE_F16: s->k->matvec_f16(out, w->data, x, w->rows, w->cols); break;
-    case L2_TYPE_Q8:
-        if (s->two_part) matmul_two_part(s, out, w);
-        else s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
-                             w->rows, w->cols, w->group_size);
+    case L2_TYPE_Q8: {
+        int full = w->rows - w->tail;  /* the rows in whole blocks */
+        if (s->two_part) matmul_two_part(s, out, w, full);
+        else if (full > 0)
+            s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
+                            full, w->cols, w->group_size);
+        if (w->tail) {  /* the tail rows (version 2), row-major, times the float input */
+            size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
+            l2_matvec_q8_flat(out + full, (const int8_t *)w->data + (size_t)full * groups * gs,
+                              w->scales + 4 * (size_t)full * groups, x, w->tail, w->cols,
+                              w->group_size);
+        }
         break;
+    }
     case L2_TYPE_Q8_FLAT:
         l2_matvec_q8_flat(out, w->data, w->scales, x, w->rows, w->cols, w->group_size);
         break;

@@ -10,6 +10,9 @@ typedef struct {
     l2_type type;
     int32_t rows, cols;
     int32_t group_size;              /* q8 types */
+    int32_t tail;                    /* q8, version 2: the rows after the last whole block of 32,
+                                      * stored row-major after the blocks (FORMAT.md); 0: the
+                                      * last block is padded (version 1), or there is none */
     const void *data;                /* f32/f16: row-major; q8: blocks (kernels.h); q8 flat: int8 */
     const unsigned char *scales;     /* q8: f32 per (block, group, row); q8 flat: f32 per group */
 } l2_matrix;
@@ -63,8 +66,8 @@ void l2_matrix_row(const l2_matrix *m, int32_t row, float *out);
 
 /* Bytes a matrix of this type and shape occupies in a packed file: values, then scales
  * (matrix.c). */
-uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
-uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs);
+uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs, int32_t tail);
+uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs, int32_t tail);
 
 /* The packed format (FORMAT.md). */
 #define L2_PACKED_MAGIC 0x5652324cu  /* "L2RV" little-endian */

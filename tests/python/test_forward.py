@@ -318,20 +318,33 @@ def packed_tensors(path: Path) -> dict[tuple[str, int], tuple[int, int, int, byt
     return out
 
 
-def q8_pack(a: np.ndarray, gs: int) -> tuple[bytes, bytes]:
-    """FORMAT.md's q8 layout of a (rows, cols) float32 matrix: values, scales."""
-    rows, cols = a.shape
-    prows, groups = -(-rows // 32) * 32, -(-cols // gs)
-    x = np.zeros((prows, groups * gs), np.float32)
-    x[:rows, :cols] = a
-    x = x.reshape(prows, groups, gs)
-    scale = (np.abs(x).max(axis=2) / np.float32(127)).astype(np.float32)       # (prows, groups)
+def _absmax_q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """llama2.c's rounding of groups along the last axis: (int8 values, f32 scales)."""
+    scale = (np.abs(x).max(axis=-1) / np.float32(127)).astype(np.float32)
     safe = np.where(scale > 0, scale, np.float32(1))
     q = np.where(scale[..., None] > 0, np.clip(np.rint(x / safe[..., None]), -127, 127), 0).astype(np.int8)
+    return q, scale
+
+
+def q8_pack(a: np.ndarray, gs: int) -> tuple[bytes, bytes]:
+    """FORMAT.md's q8 layout (version 2) of a (rows, cols) float32 matrix: values, scales.
+    Whole blocks of 32 rows, then the rows%32 tail rows row-major in flat groups of gs."""
+    rows, cols = a.shape
+    tail = rows % 32
+    flat = a[rows - tail:].reshape(-1)
+    padded = np.zeros(-(-flat.size // gs) * gs, np.float32)
+    padded[:flat.size] = flat
+    tq, ts = _absmax_q8(padded.reshape(-1, gs))
+    tail_values, tail_scales = tq.reshape(-1)[:flat.size].tobytes(), ts.astype("<f4").tobytes()
+    rows -= tail
+    prows, groups = rows, -(-cols // gs)
+    x = np.zeros((prows, groups * gs), np.float32)
+    x[:rows, :cols] = a[:rows]
+    q, scale = _absmax_q8(x.reshape(prows, groups, gs))  # scale: (prows, groups)
     # blocks of 32 rows; per block, per group, per column, the block's 32 rows
     values = q.reshape(prows // 32, 32, groups, gs).transpose(0, 2, 3, 1)
     scales = scale.reshape(prows // 32, 32, groups).transpose(0, 2, 1)
-    return values.tobytes(), scales.astype("<f4").tobytes()
+    return values.tobytes() + tail_values, scales.astype("<f4").tobytes() + tail_scales
 
 
 @pytest.mark.parametrize("gs", [32, 48, 7, 1])
@@ -747,9 +760,9 @@ def _matrix_bytes(type_: int, rows: int, cols: int, gs: int) -> int:
         return 2 * rows * cols
     if type_ == capi.TYPE_Q8_FLAT:
         return rows * cols + 4 * (rows * cols // gs)
-    prows = -(-rows // 32) * 32
+    tail = rows % 32  # version 2: the rows after the last whole block, unpadded (FORMAT.md)
     groups = -(-cols // gs)
-    return prows * groups * gs + 4 * prows * groups
+    return (rows - tail) * groups * (gs + 4) + tail * cols + 4 * -(-tail * cols // gs)
 
 
 def expected_bytes_per_token(cfg: ck.Config, type_: int, gs: int) -> int:
