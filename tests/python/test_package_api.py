@@ -414,9 +414,11 @@ def test_long_calls_release_the_gil(big: Path, tok: Tokenizer) -> None:
         finally:
             stop.set()
             t.join()
-    assert elapsed > 0.02, "the eval was too short to tell"
-    # With the GIL held the spinner would be stuck for the whole call (counts near 0).
-    assert during > 0.3 * rate * elapsed, (during, rate, elapsed)
+    assert elapsed > 0.1, "the eval was too short to tell"
+    # With the GIL held the spinner would be stuck for the whole call: at most one switch
+    # interval (5 ms) of counting before it, under 5 % of a 0.1 s call. Released, it counts at
+    # its own rate, less what other processes take on a loaded machine: 10 % is the line.
+    assert during > 0.1 * rate * elapsed, (during, rate, elapsed)
 
 
 
