@@ -74,7 +74,7 @@ class VoiceSettings:
     """[voice]: the robot (`storyteller daemon`, `listen`): sound, recognition, the button."""
 
     input: str = "default"  # "default" (PortAudio's), a device name (part of it) or index, "wav:FILE"
-    output: str = "default"  # "default" (speak) or "wav:FILE"
+    output: str = "default"  # "default" (speak), "wav:FILE", or a sound server's sink / ALSA device name
     recognizer: str = "pocketsphinx"  # or "vosk"
     recognizer_model: Path | None = None  # Vosk's model folder; None: PocketSphinx's own English model
     voice: str = "en-us"  # espeak-ng's voice

@@ -1,7 +1,7 @@
 """The storytelling robot: a child asks (by voice, the button, or `storyteller say`), the story
 is spoken while it is still being written, "stop" silences it.
 
-    storyteller daemon [--input default|wav:FILE|NAME] [--output default|wav:FILE] [--socket PATH]
+    storyteller daemon [--input default|wav:FILE|NAME] [--output default|wav:FILE|NAME] [--socket PATH]
     storyteller say a dragon | storyteller stop | storyteller status      (to the running daemon)
     storyteller listen --wav REQUEST.wav --speak-wav STORY.wav            (one request, file to file)
 
@@ -370,8 +370,10 @@ class Robot:
 
     def _open_sink(self) -> tts.Sink:
         out = self.o.output
-        return tts.open_sink(speak=not out.startswith("wav:"), wav=out[4:] if out.startswith("wav:") else None,
-                             voice=self.o.voice, volume=self.volume)
+        if out.startswith("wav:"):
+            return tts.open_sink(speak=False, wav=out[4:], voice=self.o.voice, volume=self.volume)
+        return tts.open_sink(speak=True, wav=None, voice=self.o.voice, volume=self.volume,
+                             device=None if out == "default" else out)
 
     def _prepare_sink(self) -> None:
         """Opens the next story's speaker ahead, in a thread: espeak-ng's start-up checks take
@@ -591,7 +593,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, files: argparse.Argu
 
     d = sub.add_parser("daemon", parents=[common, files, voice, sock], help="run the robot")
     d.add_argument("--input", help="default | wav:FILE | device name or index (default: default)")
-    d.add_argument("--output", help="default | wav:FILE (default: default)")
+    d.add_argument("--output", help="default | wav:FILE | NAME: a sound server's sink or an ALSA device "
+                   "(default: default)")
     d.add_argument("--gpio-chip", help="default gpiochip0")
     d.add_argument("--gpio-line", type=int, help="the button's line (default -1: no button)")
     d.set_defaults(func=_cmd_daemon)

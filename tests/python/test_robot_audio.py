@@ -22,6 +22,7 @@ from robot_support import Daemon, cli, request_wav, write_15m_q8
 
 from storyteller.devtools.virtual_audio import Pulse, Recorder
 from storyteller.service import request
+from storyteller.voice import tts
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pulseaudio") is None or shutil.which("parec") is None
@@ -123,3 +124,31 @@ def test_speech_process_killed_mid_story(pulse: Pulse, tmp_path: Path, model: Pa
     finally:
         d.close()
         rec.close()
+
+
+def test_a_named_output_gets_the_story_and_the_default_none(pulse: Pulse, tmp_path: Path, model: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--output NAME: the story is heard on that sink of the sound server, not on the default
+    one; a name that is no output is one line at start-up, naming it."""
+    pulse.add_sink("nursery")
+    default, named = Recorder(pulse), Recorder(pulse, "nursery")
+    d = daemon(pulse, tmp_path, model, output="nursery")
+    try:
+        asked = time.monotonic()
+        cli("say", "a", "dragon", "--socket", tmp_path / "ctl.sock")
+        d.wait("spoken", "1")
+        while len(named.sound(since=asked)) < 20:
+            time.sleep(0.02)
+            assert time.monotonic() < asked + 15, "no speech reached the named output"
+        assert request(tmp_path / "ctl.sock", "stop") == "ok"
+        assert default.sound(since=asked) == []
+    finally:
+        d.close()
+        default.close()
+        named.close()
+    for key, value in pulse.env.items():  # this process as the daemon: the same sound server
+        monkeypatch.setenv(key, value)
+    with pytest.raises(tts.NoAudioOutputError, match="audio output 'attic' does not play"):
+        tts.open_sink(speak=True, wav=None, device="attic")
+    with pytest.raises(tts.NoAudioOutputError, match="is not a device name"):
+        tts.open_sink(speak=True, wav=None, device="--help")

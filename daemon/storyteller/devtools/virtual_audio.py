@@ -75,6 +75,11 @@ class Pulse:
             self._queue += [data[i:i + block] for i in range(0, len(data), block)]
         return time.monotonic() + (ahead + len(data)) / (2 * RATE)
 
+    def add_sink(self, name: str) -> None:
+        """One more null speaker (its monitor: NAME.monitor)."""
+        if (p := self.run("pactl", "load-module", "module-null-sink", f"sink_name={name}")).returncode != 0:
+            raise RuntimeError(f"pactl load-module module-null-sink: {p.stderr.strip()}")
+
     def kill(self) -> None:
         self._stop.set()
         if self._feed is not None:
@@ -91,11 +96,11 @@ class Pulse:
 
 
 class Recorder:
-    """parec of the speaker's monitor: 20 ms blocks, each with the time it arrived."""
+    """parec of a speaker's monitor (spk's by default): 20 ms blocks, each with the time it arrived."""
 
-    def __init__(self, pulse: Pulse) -> None:
+    def __init__(self, pulse: Pulse, sink: str = "spk") -> None:
         self.blocks: list[tuple[float, float]] = []  # (arrival, RMS)
-        self.proc = subprocess.Popen(["parec", "-d", "spk.monitor", "--format=s16le", f"--rate={RATE}",
+        self.proc = subprocess.Popen(["parec", "-d", f"{sink}.monitor", "--format=s16le", f"--rate={RATE}",
                                       "--channels=1", "--latency-msec=10"], stdout=subprocess.PIPE,
                                      env={**os.environ, **pulse.env})
         self._thread = threading.Thread(target=self._read, daemon=True)

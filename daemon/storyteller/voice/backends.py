@@ -47,15 +47,16 @@ def available_backends() -> list[str]:
     return found
 
 
-def open_backend(name: str, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> Backend:
+def open_backend(name: str, voice: str | None, rate: int, procs: Processes, volume: int = 100,
+                 device: str | None = None) -> Backend:
     exe = shutil.which("espeak-ng")
     if name == "espeak-ng" or (name == "auto" and exe):
         if exe is None:
             raise SpeechError("text-to-speech needs espeak-ng (apt-get install espeak-ng)")
-        return EspeakNg(exe, voice, rate, procs, volume)
+        return EspeakNg(exe, voice, rate, procs, volume, device)
     if name in ("pyttsx3", "auto"):
         try:
-            return Pyttsx3(voice, rate, procs, volume)
+            return Pyttsx3(voice, rate, procs, volume, device)
         except SpeechError as e:
             if name == "auto":
                 raise SpeechError("text-to-speech needs espeak-ng (apt-get install espeak-ng) or pyttsx3 "

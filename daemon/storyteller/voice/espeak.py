@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storyteller.voice.player import Player
 from storyteller.voice.processes import Processes, SpeechError, complaint, no_output
 
 SYNTH_TIMEOUT_S = 120.0  # one sentence to a WAV file, on a slow board
@@ -19,9 +20,14 @@ class EspeakNg:
     why say() removes the brackets."""
 
     name = "espeak-ng"
-    speaks_files = False
 
-    def __init__(self, exe: str, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
+    def __init__(self, exe: str, voice: str | None, rate: int, procs: Processes, volume: int = 100,
+                 device: str | None = None) -> None:
+        # espeak-ng speaks only to the default output: a named one gets each sentence's WAV
+        # file through a player (storyteller.voice.player).
+        self._device = device
+        self.speaks_files = device is not None
+        self._player: Player | None = None
         self._base = [exe, "-b", "1", "-s", str(rate), *(["-v", voice] if voice else [])]
         self._argv: list[str] = []
         self.set_volume(volume)
@@ -44,11 +50,19 @@ class EspeakNg:
             raise SpeechError(f"text-to-speech: espeak-ng failed ({complaint(err) or f'exit status {status}'})")
 
     def check_output(self, scratch: Path) -> None:
+        if self._device is not None:
+            self._player = Player(self._procs, self._device)
+            self._player.check(scratch)
+            return
         _, err = self._procs.probe([*self._argv, "--stdin"], "")  # an empty utterance opens the device
         if "error" in err.lower():
             raise no_output("espeak-ng", complaint(err))
 
     def speak(self, text: str, wav: Path | None) -> None:
+        if self._player is not None:
+            assert wav is not None
+            self._player.play(wav)
+            return
         status, err = self._procs.run([*self._argv, "--stdin"], text, SPEAK_TIMEOUT_S)
         if "error" in err.lower():
             raise no_output("espeak-ng", complaint(err))

@@ -6,35 +6,25 @@ is printed; plays through `os.system("aplay ...")` and ignores its failure (no w
 there is no sound card); cannot be interrupted; may return from runAndWait() before the file
 is written, or write it empty; and crashes the process on a very long text. So only its
 synthesis to a file is used, with each of those worked around, and the file is played with
-aplay, paplay or pw-play as a child process that can be checked and killed.
+aplay, paplay or pw-play (storyteller.voice.player) as a child process that can be checked
+and killed.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 import textwrap
 import threading
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storyteller.voice.processes import (
-    NoAudioOutputError,
-    Processes,
-    SpeechError,
-    Stopped,
-    complaint,
-    no_output,
-    one_line,
-)
+from storyteller.voice.player import Player
+from storyteller.voice.processes import Processes, SpeechError, Stopped, one_line
 from storyteller.voice.wavfile import WavFile, frames
 
 SYNTH_TIMEOUT_S = 120.0  # one sentence to a WAV file, on a slow board
-PLAY_TIMEOUT_S = 600.0  # one sentence's WAV file played
-PLAYERS = (("aplay", "-q"), ("paplay",), ("pw-play",))  # first found on PATH
 PYTTSX3_PIECE_CHARS = 400  # pyttsx3 crashes on very long utterances: longer text is synthesized in pieces
 
 
@@ -80,12 +70,14 @@ class Pyttsx3:
     name = "pyttsx3"
     speaks_files = True
 
-    def __init__(self, voice: str | None, rate: int, procs: Processes, volume: int = 100) -> None:
+    def __init__(self, voice: str | None, rate: int, procs: Processes, volume: int = 100,
+                 device: str | None = None) -> None:
         self._shared = _shared_engine()
         self._volume = 1.0
         self.set_volume(volume)
         self._voice, self._rate, self._procs = voice, rate, procs
-        self._player = next(([shutil.which(p[0]) or p[0], *p[1:]] for p in PLAYERS if shutil.which(p[0])), None)
+        self._device = device
+        self._player: Player | None = None  # made by check_output(): only speaking needs one
 
     def set_volume(self, volume: int) -> None:
         self._volume = min(1.0, volume / 100)  # pyttsx3's volume is 0..1: it cannot go louder than its own
@@ -129,24 +121,12 @@ class Pyttsx3:
         raise SpeechError("text-to-speech: pyttsx3 wrote no audio")
 
     def check_output(self, scratch: Path) -> None:
-        if self._player is None:
-            raise NoAudioOutputError("no audio output for text-to-speech: pyttsx3 needs aplay, paplay or pw-play "
-                                     "to play its sound (apt-get install alsa-utils)")
-        silence = scratch / "probe.wav"
-        with wave.open(str(silence), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(22050)
-            w.writeframes(b"\0\0" * 220)
-        status, err = self._procs.probe([*self._player, str(silence)], None)
-        if status not in (0, None) or "error" in err.lower():
-            raise no_output(Path(self._player[0]).name, complaint(err) or f"exit status {status}")
+        self._player = Player(self._procs, self._device)
+        self._player.check(scratch)
 
     def speak(self, text: str, wav: Path | None) -> None:
         assert wav is not None and self._player is not None
-        status, err = self._procs.run([*self._player, str(wav)], None, PLAY_TIMEOUT_S)
-        if status != 0:
-            raise no_output(Path(self._player[0]).name, complaint(err) or f"exit status {status}")
+        self._player.play(wav)
 
     def finish(self) -> None:
         pass  # speak() plays each sentence to its end

@@ -176,8 +176,10 @@ class Sink:
 
 
 def open_sink(speak: bool, wav: str | os.PathLike[str] | None, *, backend: str = "auto",
-              voice: str | None = None, rate: int = DEFAULT_RATE, volume: int = 100) -> Sink:
-    """A sink that speaks through the default audio output (`speak`) and/or writes one WAV
+              voice: str | None = None, rate: int = DEFAULT_RATE, volume: int = 100,
+              device: str | None = None) -> Sink:
+    """A sink that speaks through the default audio output, or the one named `device`
+    (storyteller.voice.player says how a name is found), (`speak`) and/or writes one WAV
     file (`wav`). `backend`: "auto" (espeak-ng's command, else pyttsx3), "espeak-ng" or
     "pyttsx3"; `voice`: an espeak-ng voice name (default: the engine's); `rate`: words per
     minute; `volume`: percent of the engine's own loudness (0-200). Raises SpeechError
@@ -186,7 +188,7 @@ def open_sink(speak: bool, wav: str | os.PathLike[str] | None, *, backend: str =
     if not speak and wav is None:
         raise ValueError("open_sink needs speak=True or a WAV file")
     procs = Processes()
-    engine = open_backend(backend, voice, rate, procs, volume)
+    engine = open_backend(backend, voice, rate, procs, volume, device)
     scratch = Path(tempfile.mkdtemp(prefix="storyteller-tts-"))
     try:
         if speak:
