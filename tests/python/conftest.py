@@ -42,11 +42,12 @@ _HOW = {"tokenizer.bin": "scripts/setup or `storyteller models fetch stories15M`
         "stories260K.bin": "`storyteller models fetch stories260K` fetches it"}
 
 
-def pytest_report_header() -> list[str]:
-    if not _MISSING:
-        return []
-    return [f"missing test data (tests that need it skip): {', '.join(str(p) for p in _MISSING)}; "
-            "put them in ../shared/models/ or $LLAMA2_SHARED_MODELS"]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line at the end (make test runs -q, which hides the header): what was missing, where."""
+    if _MISSING:
+        terminalreporter.write_line(
+            f"missing test data: {', '.join(p.name for p in _MISSING)} (looked for in {_MISSING[0].parent}/, "
+            "../shared/models/, $LLAMA2_SHARED_MODELS): the tests that need them skipped, the others ran")
 
 
 @pytest.hookimpl(hookwrapper=True)
