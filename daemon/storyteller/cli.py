@@ -477,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", parents=[common, dirs], help="the manifest's models and what is here")
     ml.set_defaults(func=cmd_models_list)
     mf = msub.add_parser("fetch", parents=[common, dirs], help="download a model and convert it")
-    mf.add_argument("name", help="stories260K, stories15M, stories42M, stories110M, tokenizer, tok512")
+    mf.add_argument("name", help="stories260K, stories15M, stories42M, stories110M, tokenizer, tok512, "
+                    "vosk-small-en (Vosk's English speech model, a zipped folder)")
     mf.add_argument("--type", choices=("q8", "f16", "f32", *models.MODES), default="q8",
                     help="packed type or mode (default q8; fast, balanced and faithful run the float model "
                     "over calibration text: fetch on a PC for a small board)")

@@ -76,7 +76,7 @@ class VoiceSettings:
     input: str = "default"  # "default" (PortAudio's), a device name (part of it) or index, "wav:FILE"
     output: str = "default"  # "default" (speak), "wav:FILE", or a sound server's sink / ALSA device name
     recognizer: str = "pocketsphinx"  # or "vosk"
-    recognizer_model: Path | None = None  # Vosk's model folder; None: PocketSphinx's own English model
+    recognizer_model: Path | None = None  # the model folder; None: PocketSphinx's own, or the fetched vosk-small-en
     voice: str = "en-us"  # espeak-ng's voice
     volume: int = 100  # percent of espeak-ng's loudness, 0-200 ("louder"/"quieter" step 25)
     gpio_chip: str = "gpiochip0"

@@ -15,7 +15,8 @@ manifest's, when the manifest has one. Only then is it renamed to FILE. A downlo
 short stays FILE.part (the same command resumes it); a file that fails a check is moved to
 FILE.bad. A sha256 the manifest lacks is recorded only from
 a file that passed every check and came from the manifest's own URL: never from a file that
-was already there, nor from a mirror.
+was already there, nor from a mirror. An archive (a zipped Vosk model folder) is
+downloaded the same way, then unpacked into place only whole and safe (archive.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -62,7 +63,12 @@ class Remote:
     tokenizer: str = ""  # models: the name of their tokenizer
     pieces: int = 0  # tokenizers: how many pieces the file holds (its models' vocab_size)
     about: str = ""
-    kind: str = "model"  # "model" or "tokenizer": the manifest table it is in (not a key)
+    kind: str = "model"  # "model", "tokenizer" or "archive": the manifest table it is in (not a key)
+
+    @property
+    def download_name(self) -> str:
+        """The name of the file downloaded: an archive's is its folder's name + ".zip"."""
+        return self.file + ".zip" if self.kind == "archive" else self.file
 
 
 @dataclass(frozen=True)
@@ -71,11 +77,12 @@ class Manifest:
     tokenizers: dict[str, Remote]
     path: Path  # where it was read from (and is written back to)
     header: str = ""  # the comment lines at the top, kept when rewriting
+    archives: dict[str, Remote] = field(default_factory=dict)  # zipped model folders (Vosk's)
 
     def get(self, name: str) -> Remote:
-        found = self.models.get(name) or self.tokenizers.get(name)
+        found = self.models.get(name) or self.tokenizers.get(name) or self.archives.get(name)
         if found is None:
-            known = ", ".join([*self.models, *self.tokenizers])
+            known = ", ".join([*self.models, *self.tokenizers, *self.archives])
             raise ModelNotFoundError(f"no model or tokenizer named {name!r} in {self.path} (known: {known})")
         return found
 
@@ -109,7 +116,7 @@ def load_manifest(models_dir: Path) -> Manifest:
                 raise ConfigError(f"bad entry [{kind}.{name}] in {path}: {e}") from None
         return out
 
-    return Manifest(table("models"), table("tokenizers"), path, header)
+    return Manifest(table("models"), table("tokenizers"), path, header, table("archives"))
 
 
 def _toml_string(s: str) -> str:
@@ -119,7 +126,8 @@ def _toml_string(s: str) -> str:
 def save_manifest(manifest: Manifest, path: Path) -> None:
     """Writes the manifest (atomically) to path."""
     lines = [manifest.header.rstrip("\n"), ""] if manifest.header else []
-    for kind, entries in (("models", manifest.models), ("tokenizers", manifest.tokenizers)):
+    for kind, entries in (("models", manifest.models), ("tokenizers", manifest.tokenizers),
+                          ("archives", manifest.archives)):
         for r in entries.values():
             lines.append(f"[{kind}.{r.name}]")
             for key in ("url", "file", "tokenizer", "pieces", "sha256", "about"):
@@ -138,10 +146,8 @@ def save_manifest(manifest: Manifest, path: Path) -> None:
 def record_sha256(models_dir: Path, name: str, sha256: str) -> None:
     """Stores a file's sha256 in models_dir/manifest.toml (created from the default)."""
     m = load_manifest(models_dir)
-    if name in m.models:
-        m.models[name] = replace(m.models[name], sha256=sha256)
-    else:
-        m.tokenizers[name] = replace(m.tokenizers[name], sha256=sha256)
+    table = next(t for t in (m.models, m.tokenizers, m.archives) if name in t)
+    table[name] = replace(table[name], sha256=sha256)
     models_dir.mkdir(parents=True, exist_ok=True)
     save_manifest(m, models_dir / "manifest.toml")
 
@@ -539,6 +545,54 @@ def _sha_mismatch(where: str, digest: str, remote: Remote, models_dir: Path, bad
             "was recorded from a bad download by an older storyteller, delete it there)")
 
 
+def fetch_archive(models_dir: Path, remote: Remote, progress: Progress | None = None,
+                  url: str | None = None) -> Path:
+    """Makes models_dir/remote.file a Vosk model folder, unpacked from the zip at `url`
+    (default: the manifest's), and returns it.
+
+    The zip is downloaded like a file (fetch_file: "FOLDER.zip.part", resumed, the size the
+    server stated, the manifest's sha256 when it has one), then unpacked by archive.unpack
+    (checked member by member, into a temporary folder renamed into place only when it holds
+    a Vosk model). A zip that fails is moved to FOLDER.zip.bad and nothing is installed; a
+    zip whose end is missing when the server stated no size stays .part, to be resumed. The
+    zip is deleted once unpacked; its sha256 is recorded as fetch_file records a file's. A
+    folder already there must hold a Vosk model."""
+    import zipfile  # here: for this command only
+
+    from storyteller import archive
+
+    dest = models_dir / remote.file
+    if dest.exists():
+        problem = archive.vosk_model_problem(dest) if dest.is_dir() else "it is not a folder"
+        if problem:
+            raise DownloadError(f"{dest} is in the way: {problem}; move it away and run the command again")
+        return dest
+    models_dir.mkdir(parents=True, exist_ok=True)
+    url = url or remote.url
+    got = download(url, models_dir / (remote.download_name + ".part"), progress)
+    where = f"{remote.download_name} from {url}"
+    page = _looks_like_a_web_page(got.part, got.content_type)
+    if got.declared is None and not page and not zipfile.is_zipfile(got.part):
+        raise DownloadError(f"the download of {where} ended early: {got.size:,} bytes without a zip's end (the "
+                            "server did not say the size); nothing was installed; run the same command again "
+                            "to resume")
+    digest = sha256_of(got.part)
+    if remote.sha256 and digest != remote.sha256:
+        raise DownloadError(_sha_mismatch(where, digest, remote, models_dir, _set_aside(got.part)))
+    try:
+        archive.unpack(got.part, dest)
+    except archive.ArchiveError as e:
+        bad = _set_aside(got.part)
+        raise DownloadError(f"{where} was not installed: {e}"
+                            + ("; it is a web page (a login or error page?), not the zip: check the URL"
+                               if page else "")
+                            + f" (kept as {bad.name})") from None
+    got.part.unlink()
+    if not remote.sha256 and url == remote.url:
+        record_sha256(models_dir, remote.name, digest)
+    return dest
+
+
 def packed_name(model_file: str, type: str) -> str:
     """stories15M.bin -> stories15M.q8.l2"""
     return f"{Path(model_file).stem}.{type}{PACKED_SUFFIX}"
@@ -565,6 +619,13 @@ def fetch(name: str, models_dir: Path, type: str = "q8",
     never recorded from them: a mirror's file is not the original's word."""
     manifest = load_manifest(models_dir)
     remote = manifest.get(name)
+    if name in manifest.archives:
+        url = source_url(source, remote, named=True) if source else None
+        try:
+            return fetch_archive(models_dir, remote, progress(remote.download_name) if progress else None, url)
+        except NoNetworkError as e:
+            raise NoNetworkError(f"{e}. Download {remote.url} elsewhere, then run `storyteller models fetch "
+                                 f"{name} --from FILE.zip`") from None
     needed = [remote]
     tok = manifest.tokenizer_of(remote) if name in manifest.models else None
     if tok is not None:
@@ -592,11 +653,11 @@ def source_url(source: str, remote: Remote, named: bool) -> str | None:
     entry fetched by name (`named`) only, its tokenizer then comes from the manifest (None)."""
     if "://" in source:
         if source.endswith("/"):
-            return source + remote.file
+            return source + remote.download_name
         return source if named else None
     path = Path(source).expanduser()
     if path.is_dir():
-        return (path / remote.file).resolve().as_uri()
+        return (path / remote.download_name).resolve().as_uri()
     if not named:
         return None
     if not path.is_file():
@@ -746,13 +807,23 @@ def list_models(dirs: Dirs) -> list[Listed]:
     folders = _dirs(dirs)
     manifest = load_manifest(folders[0])
     rows = []
-    for r in [*manifest.models.values(), *manifest.tokenizers.values()]:
+    for r in [*manifest.models.values(), *manifest.tokenizers.values(), *manifest.archives.values()]:
         names = [packed_name(r.file, t) for t in TYPE_PREFERENCE] if r.name in manifest.models else []
         for d in folders:
             packed = [n for n in names if (d / n).is_file()]
-            if packed or (d / r.file).is_file():
-                rows.append(Listed(r.name, r.file, (d / r.file).is_file(), packed, r.sha256, r.about, d))
+            present = (d / r.file).is_dir() if r.kind == "archive" else (d / r.file).is_file()
+            if packed or present:
+                rows.append(Listed(r.name, r.file, present, packed, r.sha256, r.about, d))
                 break
         else:
             rows.append(Listed(r.name, r.file, False, [], r.sha256, r.about))
     return rows
+
+
+def find_archive(name: str, dirs: Dirs) -> Path | None:
+    """The folder of the manifest's archive `name` in the first models folder holding it."""
+    folders = _dirs(dirs)
+    remote = load_manifest(folders[0]).archives.get(name)
+    if remote is None:
+        return None
+    return next((d / remote.file for d in folders if (d / remote.file).is_dir()), None)

@@ -584,7 +584,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, files: argparse.Argu
     voice = argparse.ArgumentParser(add_help=False)
     # every default comes from the settings' [voice] (etc/storyteller.toml)
     voice.add_argument("--recognizer", choices=("pocketsphinx", "vosk"), help="default pocketsphinx")
-    voice.add_argument("--recognizer-model", metavar="DIR", help="Vosk's model folder")
+    voice.add_argument("--recognizer-model", metavar="DIR", help="Vosk's model folder (default: vosk-small-en)")
     voice.add_argument("--voice", help="espeak-ng voice (default en-us)")
     voice.add_argument("--volume", type=int, choices=range(0, 201), metavar="0-200",
                        help="percent of espeak-ng's loudness (default 100)")
@@ -612,7 +612,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, files: argparse.Argu
 
 def _options(args: argparse.Namespace) -> Options:
     """The settings' [voice], each value given on the command line replacing it."""
-    v = config.load(config.find_config(args.config)).voice
+    settings = config.load(config.find_config(args.config))
+    v = settings.voice
     o = Options(input=v.input, output=v.output, recognizer=v.recognizer, recognizer_model=v.recognizer_model,
                 gpio_chip=v.gpio_chip, gpio_line=v.gpio_line, volume=v.volume, voice=v.voice or None,
                 commands=v.commands, topics=v.topics, quiet_hours=v.quiet_hours,
@@ -622,6 +623,11 @@ def _options(args: argparse.Namespace) -> Options:
             setattr(o, key, getattr(args, key))
     if args.recognizer_model:
         o.recognizer_model = Path(args.recognizer_model)
+    if o.recognizer == "vosk" and o.recognizer_model is None:  # the one `models fetch vosk-small-en` put there
+        from storyteller import models
+
+        o.recognizer_model = models.find_archive("vosk-small-en", [
+            f.path for f in models.search_dirs(settings.model.models_dir)])
     if getattr(args, "socket", None):
         o.socket = Path(args.socket)
     return o

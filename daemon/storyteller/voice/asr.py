@@ -146,6 +146,7 @@ def open_recognizer(engine: str, grammar: Grammar, model: Path | None = None) ->
         return PocketSphinx(grammar, model)
     if engine == "vosk":
         if model is None:
-            raise RecognizerError("Vosk needs a model folder ([voice] vosk_model in the settings)")
+            raise RecognizerError("Vosk needs a model folder: [voice] recognizer_model in the settings, or "
+                                  "`storyteller models fetch vosk-small-en`")
         return Vosk(model, grammar.vosk_phrases())
     raise RecognizerError(f"unknown recognizer {engine!r} (pocketsphinx, vosk)")
