@@ -10,6 +10,7 @@ is it renamed to the destination (one rename: atomic on the same file system).
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import shutil
@@ -67,6 +68,10 @@ def _members(z: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
             raise ArchiveError(f"member {name!r} inflates {info.compress_size:,} bytes to {info.file_size:,} "
                                "(a zip bomb?)")
         out.append((info, path))
+    files = {p for info, p in out if not info.is_dir()}
+    for _, path in out:
+        if clash := next((parent for parent in path.parents if parent in files), None):
+            raise ArchiveError(f"member {clash.as_posix()!r} is a file and the folder of {path.as_posix()!r}")
     return out
 
 
@@ -78,10 +83,30 @@ def _root(paths: list[PurePosixPath]) -> PurePosixPath:
     return PurePosixPath(".")
 
 
+def _remove_stale(dest: Path) -> None:
+    """Removes the temporary folders of unpackings killed before they could (a power cut)."""
+    for old in dest.parent.glob(f".{glob.escape(dest.name)}.*.unpacking"):
+        pid = old.name[len(dest.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def unpack(zip_path: Path, dest: Path) -> None:
     """Unpacks the Vosk model of `zip_path` (at its root or in its one top folder) to `dest`,
     which must not exist. Raises ArchiveError, leaving nothing behind, when the zip is
-    unsafe, damaged or not a Vosk model."""
+    unsafe, damaged or not a Vosk model; OSError (a full disk: not the zip's fault), also
+    leaving nothing behind."""
+    _remove_stale(dest)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.unpacking")
     tmp.mkdir()  # the umask's mode: mkdtemp's 0700 would hide the model from the service's user
     try:
@@ -106,8 +131,6 @@ def unpack(zip_path: Path, dest: Path) -> None:
             raise ArchiveError(f"it is not a whole zip file ({e})") from None
         except (RuntimeError, NotImplementedError, EOFError) as e:  # encrypted, unknown compression
             raise ArchiveError(f"it cannot be unpacked ({e})") from None
-        except OSError as e:
-            raise ArchiveError(f"unpacking it failed: {e.strerror or e} ({e.filename})") from None
         problem = vosk_model_problem(tmp)
         if problem:
             raise ArchiveError(problem)

@@ -581,6 +581,9 @@ def fetch_archive(models_dir: Path, remote: Remote, progress: Progress | None = 
         raise DownloadError(_sha_mismatch(where, digest, remote, models_dir, _set_aside(got.part)))
     try:
         archive.unpack(got.part, dest)
+    except OSError as e:  # this machine's fault (a full disk), not the zip's: it stays for another try
+        raise DownloadError(f"cannot unpack {where} into {models_dir}: {e.strerror or e}; nothing was "
+                            f"installed; run the same command again (the zip is kept as {got.part.name})") from None
     except archive.ArchiveError as e:
         bad = _set_aside(got.part)
         raise DownloadError(f"{where} was not installed: {e}"

@@ -9,7 +9,9 @@ import http.server
 import io
 import os
 import re
+import resource
 import shutil
+import signal
 import stat
 import threading
 import tomllib
@@ -640,6 +642,9 @@ def test_a_zipped_vosk_model_is_resumed_unpacked_listed_and_loads(
 def test_a_zip_that_looks_like_a_vosk_model_installs(tmp_path: Path, server: Server) -> None:
     d = tmp_path / "models"
     vosk_manifest(d, server.url)
+    dead, alive = d / f".{VOSK_DIR}.999999999.0a1b.unpacking", d / f".{VOSK_DIR}.{os.getpid()}.0a1b.unpacking"
+    for stale in (dead, alive):  # the temporary folders of a process killed unpacking, and of a running one
+        (stale / "am").mkdir(parents=True)
     server.files = {"vosk.zip": zip_of(LOOKS_LIKE_VOSK)}
     dest = models.fetch("vosk-small-en", d, progress=None)
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == sorted(LOOKS_LIKE_VOSK)
@@ -647,6 +652,28 @@ def test_a_zip_that_looks_like_a_vosk_model_installs(tmp_path: Path, server: Ser
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~umask  # readable by the service's user too
+    assert not dead.exists() and alive.is_dir()
+
+
+def test_a_full_disk_keeps_the_zip_for_another_try(tmp_path: Path, server: Server) -> None:
+    d = tmp_path / "models"
+    vosk_manifest(d, server.url)
+    data = zip_of({**LOOKS_LIKE_VOSK, "graph/HCLG.fst": b"f" * 5000})  # inflates 5000 bytes: ~25x
+    server.files = {"vosk.zip": data}
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(data) + 100, limit[1]))  # the zip fits, HCLG.fst does not
+    try:
+        with pytest.raises(DownloadError) as e:
+            models.fetch("vosk-small-en", d, progress=None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, old)
+    assert re.fullmatch(f"cannot unpack {VOSK_DIR}.zip from .*: File too large; nothing was installed; run the same "
+                        rf"command again \(the zip is kept as {VOSK_DIR}.zip.part\)", str(e.value)), str(e.value)
+    assert leftovers(d) == [VOSK_DIR + ".zip.part"]
+    assert models.fetch("vosk-small-en", d, progress=None) == d / VOSK_DIR
+    assert server.ranges[-1] == f"bytes={len(data)}-" and leftovers(d) == [VOSK_DIR]  # nothing downloaded again
 
 
 def _symlink_zip() -> bytes:
@@ -677,6 +704,8 @@ BAD_ZIPS = {
              r"'vosk-model-x/graph/Gr.fst' inflates [\d,]+ bytes to 67,108,864 \(a zip bomb\?\)"),
     "members": (lambda: zip_of({**LOOKS_LIKE_VOSK, **{f"x/{i}": b"" for i in range(1000)}}),
                 "it has 1,004 members, more than the 1,000"),
+    "file and folder": (lambda: zip_of({**LOOKS_LIKE_VOSK, "graph": b"x"}),
+                        "'vosk-model-x/graph' is a file and the folder of 'vosk-model-x/graph/HCLG.fst'"),
     "missing": (lambda: zip_of({k: v for k, v in LOOKS_LIKE_VOSK.items() if k != "conf/model.conf"}),
                 "it is not a Vosk model: it lacks conf/model.conf"),
     "no graph": (lambda: zip_of({k: v for k, v in LOOKS_LIKE_VOSK.items() if k != "graph/HCLG.fst"}),
