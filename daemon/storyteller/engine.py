@@ -147,8 +147,8 @@ def kernel_names() -> list[str]:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """l2_model_info: the model's shape and storage."""
+class ModelShape:
+    """A llama2.c model's shape, as its checkpoint header gives it."""
 
     dim: int
     hidden_dim: int
@@ -157,6 +157,12 @@ class ModelInfo:
     n_kv_heads: int
     vocab_size: int
     seq_len: int
+
+
+@dataclass(frozen=True)
+class ModelInfo(ModelShape):
+    """l2_model_info: the model's shape and storage."""
+
     shared_classifier: int
     weight_type: int  # l2_type
     group_size: int  # q8 group size, 0 for float types

@@ -107,5 +107,18 @@ class Daemon:
         return self.proc.returncode
 
 
+def dragon_story_begins(d: Daemon) -> tuple[float, float]:
+    """A spoken "tell me a story about a dragon" was heard, its topic reached the prompt, and
+    the first sentence went to the speaker before generation ended: (heard, spoken) times."""
+    heard, text = d.wait("heard")
+    assert text == "tell me a story about a dragon"
+    _, prompt = d.wait("prompt")
+    assert prompt.startswith("Once upon a time, there was a dragon named ")
+    spoken, _ = d.wait("spoken", "1")
+    ended, _ = d.wait("generation-end")
+    assert spoken < ended, d.log()  # the first sentence went out before the model finished
+    return heard, spoken
+
+
 def cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return ps.run_cli(*args, env=env, timeout=60)

@@ -18,19 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from storyteller.engine import ModelShape
+
 MAGIC = 0x616B3432  # "ak42"
 HEADER_BYTES = 256  # v1/v2 header, zero padded
 
 
 @dataclass(frozen=True)
-class Config:
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    seq_len: int
+class Config(ModelShape):
+    """A shape to write (the engine's ModelShape), with the sizes derived from it."""
 
     @property
     def head_size(self) -> int:
