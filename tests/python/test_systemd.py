@@ -42,6 +42,10 @@ def test_init_script_parses() -> None:
     script = ETC / "init.d" / "S99storyteller"
     assert os.access(script, os.X_OK)
     subprocess.run(["sh", "-n", str(script)], check=True)
+    # what the unit sets for memory, the init script sets too
+    unit_env = [line.removeprefix("Environment=") for line in (ETC / "storyteller.service").read_text().splitlines()
+                if line.startswith("Environment=MALLOC")]
+    assert unit_env and all(f"{e} exec " in script.read_text() for e in unit_env)
     p = subprocess.run(["sh", str(script), "bogus"], capture_output=True, text=True)
     assert p.returncode == 1 and p.stdout.startswith("Usage:")
 
