@@ -21,6 +21,7 @@ from storyteller import _ffi_build, cli, targets  # noqa: E402
 from storyteller.engine import kernel_names  # noqa: E402
 
 TARGETS = targets.load()
+# -ffreestanding: clang's own stdint.h, so the probe needs no RISC-V C library headers
 RISCV_PROBE = '#include "kernels.h"\n#ifdef L2_RISCV_V_KERNELS\nint vector_kernels;\n#endif\n'
 
 
@@ -74,7 +75,7 @@ def test_riscv_target_flags_give_the_kernels_it_promises(name: str, vector: bool
     kernels line says."""
     src = tmp_path / "probe.c"
     src.write_text(RISCV_PROBE)
-    p = subprocess.run(["clang-19", "--target=riscv64-linux-gnu", *TARGETS[name].cflags(),
+    p = subprocess.run(["clang-19", "--target=riscv64-linux-gnu", "-ffreestanding", *TARGETS[name].cflags(),
                         f"-I{REPO_ROOT}/libllama2_rvv/src", "-E", str(src)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert ("int vector_kernels;" in p.stdout) == vector == ("rvv" in TARGETS[name].kernels)
@@ -85,8 +86,9 @@ def test_rvv_target_without_zvfhmin_stops_the_build(tmp_path: Path) -> None:
     """The old pip flag, -march=rv64gcv, silently built the scalar library: now an #error."""
     src = tmp_path / "probe.c"
     src.write_text(RISCV_PROBE)
-    p = subprocess.run(["clang-19", "--target=riscv64-linux-gnu", "-march=rv64gcv", "-DL2_REQUIRE_RISCV_V",
-                        f"-I{REPO_ROOT}/libllama2_rvv/src", "-E", str(src)], capture_output=True, text=True)
+    p = subprocess.run(["clang-19", "--target=riscv64-linux-gnu", "-ffreestanding", "-march=rv64gcv",
+                        "-DL2_REQUIRE_RISCV_V", f"-I{REPO_ROOT}/libllama2_rvv/src", "-E", str(src)],
+                       capture_output=True, text=True)
     assert p.returncode != 0 and "needs the RISC-V vector kernels" in p.stderr
 
 
