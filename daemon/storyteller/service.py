@@ -92,16 +92,34 @@ def in_quiet_hours(hours: str, now: datetime.datetime) -> bool:
     return start <= minute < end if start <= end else minute >= start or minute < end
 
 
+# Events the journal shows as errors and warnings (sd-daemon(3) priorities); the rest are info.
+JOURNAL_PRIORITY = {"error": 3, "button-error": 3, "warning": 4, "input-gone": 4, "input-missing": 4}
+
+
+def writes_to_journal(out: TextIO) -> bool:
+    """Whether `out` is the journal's stream systemd gave this service ($JOURNAL_STREAM is
+    its device:inode)."""
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (io.UnsupportedOperation too)
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
 class Log:
     """One line per event on a stream (the journal when run by systemd), with the monotonic
-    clock's time, so a test or scripts/bench-robot can tell when things happened."""
+    clock's time, so a test or scripts/bench-robot can tell when things happened. Into the
+    journal each line starts with its priority ("<3>" an error), which journald takes off and
+    keeps, so `journalctl -p warning -u storyteller` shows what went wrong."""
 
     def __init__(self, out: TextIO) -> None:
         self._out, self._lock = out, threading.Lock()
+        self._journal = writes_to_journal(out)
 
     def __call__(self, event: str, detail: str = "") -> None:
+        priority = f"<{JOURNAL_PRIORITY.get(event, 6)}>" if self._journal else ""
         with self._lock:  # CLOCK_MONOTONIC: the same clock in every process of this machine
-            self._out.write(f"{time.monotonic():.3f} {event}{' ' + detail if detail else ''}\n")
+            self._out.write(f"{priority}{time.monotonic():.3f} {event}{' ' + detail if detail else ''}\n")
             self._out.flush()
 
 

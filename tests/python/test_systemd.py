@@ -17,7 +17,7 @@ import package_support as ps
 import pytest
 from robot_support import Daemon, write_15m_q8
 
-from storyteller import notify
+from storyteller import notify, service
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 
@@ -123,3 +123,19 @@ def test_ready_watchdog_and_a_hang_stops_the_pings(tmp_path: Path, notify_socket
     finally:
         os.close(fd)
         d.close()
+
+
+def test_events_carry_their_priority_into_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only on the stream systemd names in $JOURNAL_STREAM: "<3>" errors, "<4>" warnings, "<6>" the rest."""
+    path = tmp_path / "stderr"
+    with path.open("w") as out:
+        service.Log(out)("state", "idle")  # not the journal: plain lines (a terminal, a log file, the tests)
+        st = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        log = service.Log(out)
+        log("error", "speech: no audio output")
+        log("input-gone")
+        log("state", "listening")
+    lines = path.read_text().splitlines()
+    assert [line.split(" ", 1)[0][:3] for line in lines[1:]] == ["<3>", "<4>", "<6>"]
+    assert not lines[0].startswith("<") and lines[1].endswith(" error speech: no audio output")
