@@ -18,11 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import package_support as ps
 import pytest
+from kit_support import unpack
 
 from storyteller import targets
 from storyteller.devtools import checkpoints as ck
@@ -57,9 +57,7 @@ def host_kit(models: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     subprocess.run(["make", "-s", "all"], cwd=REPO, check=True)
     archive, out = bundle("host", models)
     dest = tmp_path_factory.mktemp("kit")
-    with tarfile.open(archive) as t:
-        # extraction filters came in Python 3.11.4 (Debian 12 has 3.11.2); the archive is ours
-        t.extractall(dest, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+    unpack(archive, dest)
     return dest / "l2run-host", out
 
 

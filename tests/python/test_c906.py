@@ -21,11 +21,11 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from kit_support import unpack
 
 from storyteller.devtools import checkpoints as ck
 
@@ -344,8 +344,7 @@ def test_board_kit_selfcheck_under_0_7_1(c906_bins, emulator, host_bins, stream_
     proc = subprocess.run(["bash", str(REPO / "scripts" / "bundle"), "c906"], cwd=REPO, env=env,
                           capture_output=True, text=True, errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with tarfile.open(REPO / "build" / "bundle-c906.tar.gz") as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack(REPO / "build" / "bundle-c906.tar.gz", tmp_path)
     kit = next(tmp_path.glob("l2run-c906"))
     runner = {**os.environ, "RUNNER": f"{QEMU_071} -cpu {CPU_071}"}
 
