@@ -173,9 +173,12 @@ typedef struct {
     int32_t method;          /* q8 rounding: L2_METHOD_ABSMAX or L2_METHOD_GPTQ */
     int32_t f16_embedding;   /* q8: 1 keeps the embedding lookup table f16 (the classifier q8) */
     uint32_t f16_sites;      /* q8: these matrices stay f16 (mixed precision) */
-    uint32_t two_part_sites; /* q8: these inputs are quantized as two int8 parts (x ~ q1 s1 + q2 s2) */
+    uint32_t two_part_sites; /* q8: these inputs are quantized in two int8 parts (~12 bits) */
     const int32_t *calib;    /* GPTQ calibration token ids; NULL: n_calib tokens the model samples */
     int32_t n_calib;         /* 0: 2048 */
+    /* q8: layer i < n_f16_layer_sites also keeps the matrices of f16_layer_sites[i] f16 */
+    const uint32_t *f16_layer_sites;
+    int32_t n_f16_layer_sites;
 } l2_convert_params;
 
 /* The named modes "f32", "f16", "q8" (l2_convert's), "fast", "balanced" and "faithful"

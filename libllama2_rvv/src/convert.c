@@ -254,21 +254,24 @@ static l2_status sync_parent_dir(const char *path, l2_error *err) {
 l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *err) {
     l2_clear_error(err);
     if (!out) return l2_fail(err, L2_ERR_ARG, "l2_convert_mode: NULL argument");
-    /* fast: what int8 activations cost most is rounded better, at ~8% of the Duo's speed
-     * (the qkv input as two int8 parts); balanced: every layer input two-part (~25% slower);
-     * faithful: the layers f16, the classifier (most of the bytes of stories15M) int8.
-     * scripts/fidelity-levers and `storyteller eval` measure them. */
+    /* The levers FORMAT.md's "Modes" measures: GPTQ rounding, an f16 lookup table, two-part
+     * inputs where int8 activations cost most, and f16 for layer 0's attention (on
+     * stories260K the single most sensitive set of matrices, 3 % of stories15M's weights). */
+    enum { QKV = 1u << L2_SITE_QKV, WO = 1u << L2_SITE_WO, W13 = 1u << L2_SITE_W13,
+           W2 = 1u << L2_SITE_W2, LAYERS = QKV | WO | W13 | W2 };
+    static const uint32_t first_attention[] = {QKV};
     static const struct { const char *name; l2_convert_params p; } modes[] = {
-        {"f32", {L2_TYPE_F32, 0, 0, 0, 0, 0, NULL, 0}},
-        {"f16", {L2_TYPE_F16, 0, 0, 0, 0, 0, NULL, 0}},
-        {"q8", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_ABSMAX, 0, 0, 0, NULL, 0}},
-        {"fast", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1, 0, 1u << L2_SITE_QKV, NULL, 0}},
-        {"balanced", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1, 0,
-                      (1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2),
-                      NULL, 0}},
-        {"faithful", {L2_TYPE_Q8, DEFAULT_GROUP, L2_METHOD_GPTQ, 1,
-                      (1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2),
-                      0, NULL, 0}},
+        {"f32", {.type = L2_TYPE_F32}},
+        {"f16", {.type = L2_TYPE_F16}},
+        {"q8", {.type = L2_TYPE_Q8, .group_size = DEFAULT_GROUP}},
+        {"fast", {.type = L2_TYPE_Q8, .group_size = DEFAULT_GROUP, .method = L2_METHOD_GPTQ,
+                  .f16_embedding = 1, .two_part_sites = QKV | WO | W2,
+                  .f16_layer_sites = first_attention, .n_f16_layer_sites = 1}},
+        {"balanced", {.type = L2_TYPE_Q8, .group_size = DEFAULT_GROUP, .method = L2_METHOD_GPTQ,
+                      .f16_embedding = 1, .two_part_sites = LAYERS,
+                      .f16_layer_sites = first_attention, .n_f16_layer_sites = 1}},
+        {"faithful", {.type = L2_TYPE_Q8, .group_size = DEFAULT_GROUP, .method = L2_METHOD_GPTQ,
+                      .f16_embedding = 1, .f16_sites = LAYERS}},
     };
     for (size_t i = 0; name && i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(name, modes[i].name)) {
@@ -282,7 +285,7 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
 l2_status l2_convert(const l2_model *m, const char *path, l2_type type, int32_t group_size,
                      l2_tensor_report *reports, int32_t max_reports, int32_t *n_reports,
                      l2_error *err) {
-    l2_convert_params p = {type, group_size, L2_METHOD_ABSMAX, 0, 0, 0, NULL, 0};
+    l2_convert_params p = {.type = type, .group_size = group_size};
     return l2_convert_with(m, path, &p, reports, max_reports, n_reports, err);
 }
 
@@ -449,8 +452,19 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     if (type != L2_TYPE_Q8 && (p.method || p.f16_embedding || p.f16_sites || p.two_part_sites))
         return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
     if (p.f16_sites >= (1u << L2_N_SITES) || p.two_part_sites >= (1u << L2_N_SITES) ||
-        p.n_calib < 0 || (p.calib && p.n_calib == 0))
+        p.n_calib < 0 || (p.calib && p.n_calib == 0) || p.n_f16_layer_sites < 0 ||
+        p.n_f16_layer_sites > c->n_layers || (p.n_f16_layer_sites && !p.f16_layer_sites))
         return l2_fail(err, L2_ERR_ARG, "invalid conversion parameters");
+    for (int32_t l = 0; l < p.n_f16_layer_sites; l++)
+        if (p.f16_layer_sites[l] & ~((1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) |
+                                     (1u << L2_SITE_W2)))
+            return l2_fail(err, L2_ERR_ARG, "f16 sites 0x%x of layer %d: only layer matrices",
+                           p.f16_layer_sites[l], l);
+    if (type != L2_TYPE_Q8 && p.n_f16_layer_sites)
+        return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
+    if (p.two_part_sites && gs > L2_MAX_TWO_PART_GROUP)
+        return l2_fail(err, L2_ERR_ARG, "two-part inputs need a group size of at most %d",
+                       L2_MAX_TWO_PART_GROUP);
     for (int32_t i = 0; p.calib && i < p.n_calib; i++)
         if (p.calib[i] < 0 || p.calib[i] >= c->vocab_size)
             return l2_fail(err, L2_ERR_ARG, "calibration token %d (at %d) is outside 0..%d",
@@ -470,8 +484,9 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     size_t cap = (size_t)l2_tensor_count(c->n_layers, 0), n = 0;  /* the most it can be */
     out_tensor *ts = calloc(cap, sizeof *ts);
     if (!ts) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
+#define F16_SITES(l) (p.f16_sites | ((l) >= 0 && (l) < p.n_f16_layer_sites ? p.f16_layer_sites[l] : 0))
 #define ADD_MAT(nm, l, m_, site_) ts[n++] = (out_tensor){nm, l, m_, NULL, \
-        p.f16_sites & (1u << (site_)) ? L2_TYPE_F16 : wt, (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
+        F16_SITES(l) & (1u << (site_)) ? L2_TYPE_F16 : wt, (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
 #define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0, -1}
     ts[n++] = (out_tensor){"token_embedding", -1, &m->token_embedding, NULL, shared ? cls_type : emb_type,
                            c->vocab_size, c->dim, gs, 0, 0, 0, 0, shared ? L2_SITE_CLS : -1};
@@ -489,6 +504,7 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     }
     ADD_VEC("rms_final", -1, m->rms_final);
     if (!shared) ADD_MAT("wcls", -1, &m->wcls, L2_SITE_CLS);
+#undef F16_SITES
 #undef ADD_MAT
 #undef ADD_VEC
     for (size_t i = 0; i < n; i++)  /* f32/f16 tensors carry no group size */

@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #define L2_Q8_BLOCK_ROWS 32
+/* the largest group matvec_q8_two_part sums in int32: 4096 * 127 * (16 * 127 + 8) < 2^31 */
+#define L2_MAX_TWO_PART_GROUP 4096
 
 /* The RISC-V vector set (kernels/riscv_v.c) is built for RVV 1.0 with Zvfhmin (vector
  * f16 <-> f32 conversions) and for the C906's XTheadVector, which has them too. */
@@ -42,6 +44,15 @@ typedef struct {
                       const float *xs, int rows, int cols, int gs);
     /* x[0..n) -> xq[0..G*gs) (zero padded), xs[0..G): per group scale = max|x| / 127 */
     void (*quantize_q8)(int8_t *xq, float *xs, const float *x, int n, int gs);
+    /* A two-part input (FORMAT.md): per group, t = x * (1 / scale) with quantize_q8's scale,
+     * xq = rne(t) as quantize_q8, xlo = rne(16 * (t - xq)) in -8..8 (t - xq is exact), and
+     * xs = scale / 16: x ~ xs * (16 * xq + xlo), about 12 bits. */
+    void (*quantize_q8_two_part)(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n,
+                                 int gs);
+    /* matvec_q8 with a two-part input: the group sums are the exact int32
+     * sum_c w * (16 * xq[c] + xlo[c]), scaled as matvec_q8's; gs <= L2_MAX_TWO_PART_GROUP */
+    void (*matvec_q8_two_part)(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                               const int8_t *xlo, const float *xs, int rows, int cols, int gs);
     /* out = x / sqrt(mean(x^2) + 1e-5) * w */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n);
     /* in place: x = exp(x - max) / sum */
@@ -77,6 +88,11 @@ void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int ro
 void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                           const float *xs, int rows, int cols, int gs);
 void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs);
+void l2_quantize_q8_two_part_generic(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n,
+                                     int gs);
+void l2_matvec_q8_two_part_generic(float *out, const int8_t *wq, const float *ws,
+                                   const int8_t *xq, const int8_t *xlo, const float *xs,
+                                   int rows, int cols, int gs);
 void l2_rmsnorm_generic(float *out, const float *x, const float *w, int n);
 void l2_softmax_generic(float *x, int n);
 int l2_argmax_generic(const float *x, int n);

@@ -215,6 +215,9 @@ static l2_status read_storage(l2_model *m, const unsigned char *h, uint32_t wtyp
     }
     if (sites >= (1u << L2_N_SITES) || (sites && wtype != L2_TYPE_Q8))
         return l2_fail(err, L2_ERR_FORMAT, "%s: two-part sites 0x%x are not valid here", path, sites);
+    if (sites && l2_read_u32(h + 48) > L2_MAX_TWO_PART_GROUP)  /* the kernels' int32 sums */
+        return l2_fail(err, L2_ERR_FORMAT, "%s: two-part inputs need groups of at most %d columns",
+                       path, L2_MAX_TWO_PART_GROUP);
     if (method > L2_METHOD_GPTQ || (method != L2_METHOD_ABSMAX && wtype != L2_TYPE_Q8))
         return l2_fail(err, L2_ERR_FORMAT, "%s: unknown quantization method %u", path, method);
     if (calib > INT32_MAX || (calib && method != L2_METHOD_GPTQ))

@@ -102,12 +102,8 @@ struct l2_session {
     float *rope_cos, *rope_sin; /* (head_size / 2) this position's rotation */
     int8_t *xq;             /* (max(dim, hidden) rounded up to groups) q8 input vector */
     float *xs;              /* (groups) its scales */
-    /* two-part inputs (FORMAT.md): what xq missed, as a second int8 vector; the second
-     * product's rows. Empty unless the file has two-part sites. */
-    int8_t *xq2;
-    float *xs2;
-    float *resid;           /* (widest input) */
-    float *out2;            /* (widest output) */
+    /* a two-part input's low part (FORMAT.md; empty unless the file has two-part sites) */
+    int8_t *xlo;
     int two_part;           /* 1 while the vector last loaded is two-part */
     l2_observer observe;    /* l2_session_observe */
     void *observe_ctx;
@@ -146,13 +142,12 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
     size_t kv_elem = p.kv_type == L2_TYPE_F16 ? 2 : 4;
     size_t cache = (size_t)c->n_layers * (size_t)p.context * kv_dim * kv_elem;
     size_t two = model->storage.two_part_sites ? 1 : 0;
-    size_t widest_out = (size_t)c->vocab_size > widest ? (size_t)c->vocab_size : widest;
     size_t sizes[] = {
         4 * dim, 4 * dim, 4 * dim, 4 * hidden, 4 * hidden, 4 * dim, 4 * kv_dim, 4 * kv_dim,
         4 * (size_t)c->n_heads * (size_t)p.context, 4 * (size_t)c->vocab_size,
         2 * (size_t)model->head_size, 2 * (size_t)model->head_size,
         groups * (size_t)gs, 4 * groups, cache, cache,
-        two * groups * (size_t)gs, two * 4 * groups, two * 4 * widest, two * 4 * widest_out,
+        two * groups * (size_t)gs,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += align64(sizes[i]);
@@ -170,8 +165,7 @@ l2_status l2_session_new(const l2_model *model, const l2_session_params *params,
         (void **)&s->x, (void **)&s->xb, (void **)&s->xb2, (void **)&s->hb, (void **)&s->hb2,
         (void **)&s->q, (void **)&s->k_new, (void **)&s->v_new, (void **)&s->att,
         (void **)&s->logits, (void **)&s->rope_cos, (void **)&s->rope_sin, (void **)&s->xq,
-        (void **)&s->xs, &s->key_cache, &s->value_cache, (void **)&s->xq2, (void **)&s->xs2,
-        (void **)&s->resid, (void **)&s->out2,
+        (void **)&s->xs, &s->key_cache, &s->value_cache, (void **)&s->xlo,
     };
     char *at = (char *)(((uintptr_t)block + 63) & ~(uintptr_t)63);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -229,36 +223,17 @@ void l2_session_observe(l2_session *s, l2_observer fn, void *ctx) {
 }
 
 /* q8 matrices take the input vector quantized: done once per vector, shared by its matmuls
- * (`first` is one of them). A two-part site also quantizes what that missed. */
+ * (`first` is one of them); at a two-part site in two parts. */
 static void load_input(l2_session *s, const float *x, int n, int site, int layer,
                        const l2_matrix *first) {
     if (s->observe) s->observe(s->observe_ctx, site, layer, x, n);
     s->two_part = 0;
     if (first->type != L2_TYPE_Q8) return;
-    int gs = first->group_size;
-    s->k->quantize_q8(s->xq, s->xs, x, n, gs);
-    if (!(s->model->storage.two_part_sites & (1u << site))) return;
-    for (int i = 0; i < n; i++) s->resid[i] = x[i] - (float)s->xq[i] * s->xs[i / gs];
-    s->k->quantize_q8(s->xq2, s->xs2, s->resid, n, gs);
-    s->two_part = 1;
-}
-
-/* out = w @ (both parts of a two-part input), 128 rows at a time: the first part's product
- * of a chunk, then the second's while the chunk is still in cache (on a board). The same
- * kernel on the blocked layout's consecutive row blocks (whole blocks: no repacking). */
-static void matmul_two_part(l2_session *s, float *out, const l2_matrix *w, int rows) {
-    enum { BR = L2_Q8_BLOCK_ROWS, CHUNK = 4 * BR };
-    size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
-    const int8_t *wq = w->data;
-    const float *ws = (const float *)(const void *)w->scales;
-    for (int r0 = 0; r0 < rows; r0 += CHUNK) {
-        int n = rows - r0 < CHUNK ? rows - r0 : CHUNK;
-        size_t b = (size_t)r0 / BR;
-        const int8_t *cq = wq + b * groups * gs * BR;
-        const float *cs = ws + b * groups * BR;
-        s->k->matvec_q8(out + r0, cq, cs, s->xq, s->xs, n, w->cols, w->group_size);
-        s->k->matvec_q8(s->out2, cq, cs, s->xq2, s->xs2, n, w->cols, w->group_size);
-        for (int r = 0; r < n; r++) out[r0 + r] += s->out2[r];
+    if (s->model->storage.two_part_sites & (1u << site)) {
+        s->k->quantize_q8_two_part(s->xq, s->xlo, s->xs, x, n, first->group_size);
+        s->two_part = 1;
+    } else {
+        s->k->quantize_q8(s->xq, s->xs, x, n, first->group_size);
     }
 }
 
@@ -269,10 +244,12 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
     case L2_TYPE_F16: s->k->matvec_f16(out, w->data, x, w->rows, w->cols); break;
     case L2_TYPE_Q8: {
         int full = w->rows - w->tail;  /* the rows in whole blocks */
-        if (s->two_part) matmul_two_part(s, out, w, full);
+        const float *ws = (const float *)(const void *)w->scales;
+        if (full > 0 && s->two_part)
+            s->k->matvec_q8_two_part(out, w->data, ws, s->xq, s->xlo, s->xs, full, w->cols,
+                                     w->group_size);
         else if (full > 0)
-            s->k->matvec_q8(out, w->data, (const float *)(const void *)w->scales, s->xq, s->xs,
-                            full, w->cols, w->group_size);
+            s->k->matvec_q8(out, w->data, ws, s->xq, s->xs, full, w->cols, w->group_size);
         if (w->tail) {  /* the tail rows (version 2), row-major, times the float input */
             size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
             l2_matvec_q8_flat(out + full, (const int8_t *)w->data + (size_t)full * groups * gs,

@@ -210,8 +210,10 @@ static void q8_free(q8mat *m) {
 }
 
 /* the contract of quantize_q8, written out: scale = max|x| / 127, q = x * (1 / scale)
- * rounded to nearest even, zero padding; a group with NaN or infinity: zeros, scale NaN */
-static void ref_quantize(int8_t *xq, float *xs, const float *x, int n, int gs) {
+ * rounded to nearest even, zero padding; a group with NaN or infinity: zeros, scale NaN.
+ * With lo (quantize_q8_two_part): lo = rne(16 * (t - q)) of t = x * (1 / scale), and the
+ * scale / 16. */
+static void ref_quantize(int8_t *xq, int8_t *lo, float *xs, const float *x, int n, int gs) {
     for (int g = 0; g * gs < n; g++) {
         float amax = 0.0f;
         int finite = 1;
@@ -220,19 +222,25 @@ static void ref_quantize(int8_t *xq, float *xs, const float *x, int n, int gs) {
             finite &= isfinite(x[i]) != 0;
         }
         float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        for (int i = g * gs; i < (g + 1) * gs; i++)
-            xq[i] = i < n && finite ? (int8_t)lrintf(x[i] * inv) : 0;
-        xs[g] = finite ? scale : NAN;
+        for (int i = g * gs; i < (g + 1) * gs; i++) {
+            float t = i < n && finite ? x[i] * inv : 0.0f;
+            long q = lrintf(t);
+            xq[i] = (int8_t)q;
+            if (lo) lo[i] = (int8_t)lrintf((t - (float)q) * 16.0f);
+        }
+        xs[g] = finite ? (lo ? scale / 16.0f : scale) : NAN;
     }
 }
 
 static const int group_sizes[] = {1, 2, 3, 7, 16, 31, 32, 33, 48, 64, 100, 256};
 enum { N_GS = sizeof group_sizes / sizeof group_sizes[0] };
 
-static void test_quantize(const l2_kernels *k) {
+/* quantize_q8, or quantize_q8_two_part (two_part): bitwise against the contract (generic) or
+ * against generic; a two-part input must also be x to within half its step, xs / 2 */
+static void test_quantize(const l2_kernels *k, int two_part) {
     static const int ns[] = {1, 2, 3, 5, 7, 8, 9, 16, 31, 32, 33, 63, 64, 100, 255, 288, 300, 768};
     check c;
-    start(&c, k, "quantize_q8");
+    start(&c, k, two_part ? "quantize_q8_two_part" : "quantize_q8");
     for (int gi = 0; gi < N_GS; gi++)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
             for (int kind = 0; kind < 4; kind++) {
@@ -242,37 +250,56 @@ static void test_quantize(const l2_kernels *k) {
                 for (int i = 0; i < n; i++) {
                     /* kind 1: scale 1 (each group has a 127), halves are ties; zero groups */
                     if (kind == 1) x[i] = i % gs ? (float)rnd_int(-254, 254) * 0.5f : 127.0f;
+                    if (kind == 1 && two_part && i % 5 == 1) x[i] += 1.0f / 32.0f;  /* lo ties */
                     if (kind == 1 && i / gs % 4 == 3) x[i] = 0.0f;
                     if (kind == 2) x[i] *= rnd() % 3 ? 1e30f : 1e-38f;  /* huge, tiny */
                     if (kind == 3 && rnd() % 40 == 0)  /* NaN, infinities */
                         x[i] = (float[]){NAN, INFINITY, -INFINITY}[rnd() % 3];
                 }
-                int8_t *q = xmalloc((size_t)G * (size_t)gs), *qr = xmalloc((size_t)G * (size_t)gs);
+                size_t padded = (size_t)G * (size_t)gs;
+                int8_t *q = xmalloc(padded), *qr = xmalloc(padded);
+                int8_t *lo = two_part ? xmalloc(padded) : NULL, *lor = two_part ? xmalloc(padded) : NULL;
                 float *s = xmalloc((size_t)G * sizeof *s), *sr = xmalloc((size_t)G * sizeof *sr);
-                memset(q, 0x55, (size_t)G * (size_t)gs);  /* the padding must be written */
-                if (c.is_generic) ref_quantize(qr, sr, x, n, gs);
+                memset(q, 0x55, padded);  /* the padding must be written */
+                if (lo) memset(lo, 0x55, padded);
+                if (c.is_generic) ref_quantize(qr, lor, sr, x, n, gs);
+                else if (two_part) l2_kernels_generic.quantize_q8_two_part(qr, lor, sr, x, n, gs);
                 else l2_kernels_generic.quantize_q8(qr, sr, x, n, gs);
-                k->quantize_q8(q, s, x, n, gs);
+                if (two_part) k->quantize_q8_two_part(q, lo, s, x, n, gs);
+                else k->quantize_q8(q, s, x, n, gs);
                 char what[64];
                 snprintf(what, sizeof what, "n=%d gs=%d kind=%d values", n, gs, kind);
                 compare_bits(&c, q, qr, G * gs, 1, what);
                 snprintf(what, sizeof what, "n=%d gs=%d kind=%d scales", n, gs, kind);
                 compare_bits(&c, s, sr, G, 4, what);
-                free(x), free(q), free(qr), free(s), free(sr);
+                if (two_part) {
+                    snprintf(what, sizeof what, "n=%d gs=%d kind=%d low parts", n, gs, kind);
+                    compare_bits(&c, lo, lor, G * gs, 1, what);
+                    for (int i = 0; i < n && kind != 2; i++) {  /* kind 2: denormal scales */
+                        float step = s[i / gs];
+                        double err = fabs((double)x[i] - (double)step * (16.0 * q[i] + lo[i]));
+                        if (isfinite(step) && (err > 0.5001 * step || lo[i] < -8 || lo[i] > 8))
+                            fail(&c, "n=%d gs=%d kind=%d: x[%d] = %.9g is %d*16%+d steps of %.9g",
+                                 n, gs, kind, i, x[i], q[i], lo[i], step);
+                    }
+                }
+                free(x), free(q), free(qr), free(lo), free(lor), free(s), free(sr);
             }
     finish(&c);
 }
 
-static void q8_case(check *c, int rows, int cols, int gs, int extreme) {
+/* matvec_q8, or matvec_q8_two_part on quantize_q8_two_part's input (two_part) */
+static void q8_case(check *c, int rows, int cols, int gs, int extreme, int two_part) {
     q8mat m = q8_random(rows, cols, gs, extreme == 1);
     int G = m.groups;
     float *x = xmalloc((size_t)cols * sizeof *x), *xs = xmalloc((size_t)G * sizeof *xs);
-    int8_t *xq = xmalloc((size_t)G * (size_t)gs);
+    int8_t *xq = xmalloc((size_t)G * (size_t)gs), *xlo = xmalloc((size_t)G * (size_t)gs);
     fill(x, cols);
-    if (extreme == 1)  /* all activations +-127 */
+    if (extreme == 1)  /* all activations +-127 (two-part: 16 * +-127 + 0, the largest) */
         for (int i = 0; i < cols; i++) x[i] = rnd() & 1 ? 1.0f : -1.0f;
     if (extreme == 2) x[rnd() % (unsigned)cols] = rnd() & 1 ? NAN : -INFINITY;  /* must reach out */
-    l2_kernels_generic.quantize_q8(xq, xs, x, cols, gs);
+    if (two_part) l2_kernels_generic.quantize_q8_two_part(xq, xlo, xs, x, cols, gs);
+    else l2_kernels_generic.quantize_q8(xq, xs, x, cols, gs);
     float *out = xmalloc((size_t)rows * sizeof *out);
     double *want = dalloc(rows), *scale = dalloc(rows);
     for (int r = 0; r < rows; r++) {  /* sum_g scale_w * scale_x * exact int sum */
@@ -280,7 +307,8 @@ static void q8_case(check *c, int rows, int cols, int gs, int extreme) {
         for (int g = 0; g < G; g++) {
             long long isum = 0;
             for (int cc = g * gs; cc < cols && cc < (g + 1) * gs; cc++)
-                isum += (long long)m.w[(size_t)r * (size_t)cols + (size_t)cc] * xq[cc];
+                isum += (long long)m.w[(size_t)r * (size_t)cols + (size_t)cc] *
+                        (two_part ? 16 * xq[cc] + xlo[cc] : xq[cc]);
             double t = (double)isum * m.s[(size_t)r * (size_t)G + (size_t)g] * xs[g];
             v += t;
             a += fabs(t);
@@ -290,35 +318,40 @@ static void q8_case(check *c, int rows, int cols, int gs, int extreme) {
     }
     if (!c->is_generic) {
         float *ref = xmalloc((size_t)rows * sizeof *ref);
-        l2_kernels_generic.matvec_q8(ref, m.wq, m.ws, xq, xs, rows, cols, gs);
+        if (two_part)
+            l2_kernels_generic.matvec_q8_two_part(ref, m.wq, m.ws, xq, xlo, xs, rows, cols, gs);
+        else
+            l2_kernels_generic.matvec_q8(ref, m.wq, m.ws, xq, xs, rows, cols, gs);
         for (int r = 0; r < rows; r++) want[r] = ref[r];
         free(ref);
     }
-    c->k->matvec_q8(out, m.wq, m.ws, xq, xs, rows, cols, gs);
+    if (two_part) c->k->matvec_q8_two_part(out, m.wq, m.ws, xq, xlo, xs, rows, cols, gs);
+    else c->k->matvec_q8(out, m.wq, m.ws, xq, xs, rows, cols, gs);
     char what[80];
     snprintf(what, sizeof what, "rows=%d cols=%d gs=%d%s", rows, cols, gs,
              (const char *[]){"", " extreme", " non-finite x"}[extreme]);
     compare(c, out, want, scale, rows, c->is_generic ? TOL_REF : TOL_Q8, what);
     q8_free(&m);
-    free(x), free(xs), free(xq), free(out), free(want), free(scale);
+    free(x), free(xs), free(xq), free(xlo), free(out), free(want), free(scale);
 }
 
-static void test_matvec_q8(const l2_kernels *k) {
+static void test_matvec_q8(const l2_kernels *k, int two_part) {
     static const int rows[] = {1, 5, 31, 32, 33, 64, 65, 100};
     static const int cols[] = {1, 2, 3, 5, 31, 32, 33, 63, 100, 255, 288, 300};
     check c;
-    start(&c, k, "matvec_q8");
+    start(&c, k, two_part ? "matvec_q8_two_part" : "matvec_q8");
     for (int gi = 0; gi < N_GS; gi++)
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
-                q8_case(&c, rows[ri], cols[ci], group_sizes[gi], 0);
-    for (int gi = 0; gi < N_GS; gi++) q8_case(&c, 70, 300, group_sizes[gi], 1);
-    for (int gi = 0; gi < N_GS; gi++) q8_case(&c, 40, 100, group_sizes[gi], 2);
+                q8_case(&c, rows[ri], cols[ci], group_sizes[gi], 0, two_part);
+    for (int gi = 0; gi < N_GS; gi++) q8_case(&c, 70, 300, group_sizes[gi], 1, two_part);
+    for (int gi = 0; gi < N_GS; gi++) q8_case(&c, 40, 100, group_sizes[gi], 2, two_part);
+    if (two_part) q8_case(&c, 33, 2 * L2_MAX_TWO_PART_GROUP, L2_MAX_TWO_PART_GROUP, 1, 1);
     /* stories15M's shapes, the classifier last */
-    q8_case(&c, 288, 288, 32, 0);
-    q8_case(&c, 768, 288, 32, 0);
-    q8_case(&c, 288, 768, 32, 0);
-    q8_case(&c, 32000, 288, 32, 0);
+    q8_case(&c, 288, 288, 32, 0, two_part);
+    q8_case(&c, 768, 288, 32, 0, two_part);
+    q8_case(&c, 288, 768, 32, 0, two_part);
+    if (!two_part) q8_case(&c, 32000, 288, 32, 0, 0);
     finish(&c);
 }
 
@@ -748,8 +781,10 @@ int main(void) {
             continue;
         }
         rng = 0x2545f4914f6cdd1dull + (uint64_t)i;  /* each set sees its own inputs */
-        test_quantize(k);
-        test_matvec_q8(k);
+        test_quantize(k, 0);
+        test_quantize(k, 1);
+        test_matvec_q8(k, 0);
+        test_matvec_q8(k, 1);
         test_matvec(k, 0);
         test_matvec(k, 1);
         test_attention(k, 0, 0);

@@ -31,19 +31,25 @@ void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int ro
 
 /* This is where the time goes in q8 mode: int8 x int8 products summed exactly in int32 per
  * group, then scaled once per row and group. The column-major block lets every step work on
- * BR consecutive rows at once, with no horizontal sums (see kernels.h for the layout). */
-void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
-                      const float *xs, int rows, int cols, int gs) {
+ * BR consecutive rows at once, with no horizontal sums (see kernels.h for the layout).
+ * xlo, when given, is a two-part input's low part: each product becomes w * (16 x + xlo). */
+static void q8_product(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                       const int8_t *xlo, const float *xs, int rows, int cols, int gs) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     int groups = (cols + gs - 1) / gs;
     for (int r0 = 0; r0 < rows; r0 += BR) {
         float acc[BR] = {0};
         for (int g = 0; g < groups; g++) {
             int32_t isum[BR] = {0};
-            const int8_t *xg = xq + (size_t)g * (size_t)gs;
+            size_t x0 = (size_t)g * (size_t)gs;
             for (int c = 0; c < gs; c++) {
-                int16_t xv = xg[c];  /* |w * x| <= 127 * 127: the product fits 16 bits */
-                for (int r = 0; r < BR; r++) isum[r] += (int16_t)(wq[r] * xv);
+                int16_t xv = xq[x0 + (size_t)c];  /* |w * x| <= 127 * 127: fits 16 bits */
+                if (xlo) {
+                    int32_t fine = 16 * (int32_t)xv + xlo[x0 + (size_t)c];
+                    for (int r = 0; r < BR; r++) isum[r] += wq[r] * fine;
+                } else {
+                    for (int r = 0; r < BR; r++) isum[r] += (int16_t)(wq[r] * xv);
+                }
                 wq += BR;
             }
             for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
@@ -54,7 +60,19 @@ void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const i
     }
 }
 
-void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs) {
+void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                          const float *xs, int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, NULL, xs, rows, cols, gs);
+}
+
+void l2_matvec_q8_two_part_generic(float *out, const int8_t *wq, const float *ws,
+                                   const int8_t *xq, const int8_t *xlo, const float *xs,
+                                   int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, xlo, xs, rows, cols, gs);
+}
+
+/* quantize_q8, and with xlo the low part of a two-part input (kernels.h) */
+static void q8_quantize(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n, int gs) {
     int groups = (n + gs - 1) / gs;
     for (int g = 0; g < groups; g++) {
         int start = g * gs, len = n - start < gs ? n - start : gs;
@@ -66,10 +84,27 @@ void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs
          * undefined): the group becomes zeros with a NaN scale */
         float scale = finite ? amax / 127.0f : NAN;
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        for (int i = 0; i < len; i++) xq[start + i] = finite ? (int8_t)lrintf(x[start + i] * inv) : 0;
-        for (int i = len; i < gs; i++) xq[start + i] = 0;
-        xs[g] = scale;
+        for (int i = 0; i < len; i++) {
+            float t = finite ? x[start + i] * inv : 0.0f;
+            long q = lrintf(t);
+            xq[start + i] = (int8_t)q;
+            if (xlo) xlo[start + i] = (int8_t)lrintf((t - (float)q) * 16.0f);
+        }
+        for (int i = len; i < gs; i++) {
+            xq[start + i] = 0;
+            if (xlo) xlo[start + i] = 0;
+        }
+        xs[g] = xlo ? scale * 0.0625f : scale;
     }
+}
+
+void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs) {
+    q8_quantize(xq, NULL, xs, x, n, gs);
+}
+
+void l2_quantize_q8_two_part_generic(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n,
+                                     int gs) {
+    q8_quantize(xq, xlo, xs, x, n, gs);
 }
 
 float l2_rms_scale(const float *x, int n) {
@@ -186,6 +221,8 @@ const l2_kernels l2_kernels_generic = {
     .matvec_f16 = l2_matvec_f16_generic,
     .matvec_q8 = l2_matvec_q8_generic,
     .quantize_q8 = l2_quantize_q8_generic,
+    .quantize_q8_two_part = l2_quantize_q8_two_part_generic,
+    .matvec_q8_two_part = l2_matvec_q8_two_part_generic,
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
     .argmax = l2_argmax_generic,
