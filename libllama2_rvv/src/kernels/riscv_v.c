@@ -69,28 +69,58 @@ static inline __attribute__((always_inline)) vint32m8_t columns8(vint32m8_t isum
     return __riscv_vwadd_wv_i32m8(isum, p67, vl);
 }
 
-/* one_load (VLEN 128) and `tail` (gs % 8 != 0) are constants after inlining: the common case
- * compiles to a straight 8-column loop */
+/* lo16 + the low part's products of four consecutive block columns (two-part inputs:
+ * |xlo| <= 8, so 32 columns' products fit 16 bits) */
+static inline __attribute__((always_inline)) vint16m4_t low4(vint16m4_t lo16, const int8_t *wq,
+                                                             const int8_t *xlo, size_t vl) {
+    for (int j = 0; j < 4; j++)
+        lo16 = __riscv_vwmacc_vx_i16m4(lo16, xlo[j], __riscv_vle8_v_i8m2(wq + j * L2_Q8_BLOCK_ROWS, vl), vl);
+    return lo16;
+}
+
+/* one_load (VLEN 128), `tail` (gs % 8 != 0) and whether xlo (a two-part input's low part)
+ * is given are constants after inlining: the common case compiles to a straight 8-column
+ * loop. A two-part group's sum is 16 * (the high part's) + the low part's. */
 static inline __attribute__((always_inline)) void q8_blocks(
-        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const float *xs,
-        int rows, int groups, int gs, int one_load, int tail) {
+        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
+        const float *xs, int rows, int groups, int gs, int one_load, int tail) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     size_t vl = __riscv_vsetvl_e8m2(BR);  /* BR at every VLEN >= 128 */
     int gs8 = tail ? gs & ~7 : gs;
     for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
         for (int g = 0; g < groups; g++, ws += BR) {
             const int8_t *x = xq + (size_t)g * (size_t)gs, *x8_end = x + gs8;
-            vint32m8_t isum;
+            const int8_t *lo = xlo ? xlo + (size_t)g * (size_t)gs : NULL;
+            vint32m8_t isum, lsum = __riscv_vmv_v_x_i32m8(0, vl);
+            vint16m4_t lo16 = __riscv_vmv_v_x_i16m4(0, vl);
             if (x < x8_end) {
+                if (lo) lo16 = low4(low4(lo16, wq, lo, vl), wq + 4 * BR, lo + 4, vl);
                 isum = columns8(__riscv_vundefined_i32m8(), wq, x, 1, one_load, vl);
                 x += 8;
                 wq += 8 * BR;
             } else {
                 isum = __riscv_vmv_v_x_i32m8(0, vl);
             }
-            for (; x < x8_end; x += 8, wq += 8 * BR) isum = columns8(isum, wq, x, 0, one_load, vl);
+            for (; x < x8_end; x += 8, wq += 8 * BR) {
+                if (lo) {
+                    const int8_t *l = lo + (x - (xq + (size_t)g * (size_t)gs));
+                    if ((l - lo) % 32 == 0) {  /* 32 columns' low products: into 32 bits */
+                        lsum = __riscv_vwadd_wv_i32m8(lsum, lo16, vl);
+                        lo16 = __riscv_vmv_v_x_i16m4(0, vl);
+                    }
+                    lo16 = low4(low4(lo16, wq, l, vl), wq + 4 * BR, l + 4, vl);
+                }
+                isum = columns8(isum, wq, x, 0, one_load, vl);
+            }
             if (tail) {  /* the group's last 1..7 columns */
                 const int8_t *x_end = xq + (size_t)g * (size_t)gs + gs;
+                if (lo) {  /* their low products, in 16 bits of their own */
+                    lsum = __riscv_vwadd_wv_i32m8(lsum, lo16, vl);
+                    lo16 = __riscv_vmv_v_x_i16m4(0, vl);
+                    const int8_t *l = lo + (x - (xq + (size_t)g * (size_t)gs));
+                    for (long j = 0; j < x_end - x; j++)
+                        lo16 = __riscv_vwmacc_vx_i16m4(lo16, l[j], __riscv_vle8_v_i8m2(wq + j * BR, vl), vl);
+                }
                 for (; x_end - x >= 2; x += 2, wq += 2 * BR)
                     isum = __riscv_vwadd_wv_i32m8(
                         isum, pair_products(__riscv_vle8_v_i8m2(wq, vl),
@@ -101,6 +131,9 @@ static inline __attribute__((always_inline)) void q8_blocks(
                     wq += BR;
                 }
             }
+            if (lo)
+                isum = __riscv_vadd_vv_i32m8(__riscv_vsll_vx_i32m8(isum, 4, vl),
+                                             __riscv_vwadd_wv_i32m8(lsum, lo16, vl), vl);
             vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
             f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
             f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
@@ -111,13 +144,25 @@ static inline __attribute__((always_inline)) void q8_blocks(
     }
 }
 
-static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
-                      const float *xs, int rows, int cols, int gs) {
+/* matvec_q8 (xlo NULL) or matvec_q8_two_part */
+static inline __attribute__((always_inline)) void q8_product(
+        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
+        const float *xs, int rows, int cols, int gs) {
     int groups = (cols + gs - 1) / gs;
     int one_load = __riscv_vsetvlmax_e8m2() == L2_Q8_BLOCK_ROWS;
-    if (gs % 8) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, one_load, 1);
-    else if (one_load) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 1, 0);
-    else q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, 0, 0);
+    if (gs % 8) q8_blocks(out, wq, ws, xq, xlo, xs, rows, groups, gs, one_load, 1);
+    else if (one_load) q8_blocks(out, wq, ws, xq, xlo, xs, rows, groups, gs, 1, 0);
+    else q8_blocks(out, wq, ws, xq, xlo, xs, rows, groups, gs, 0, 0);
+}
+
+static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                      const float *xs, int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, NULL, xs, rows, cols, gs);
+}
+
+static void matvec_q8_two_part(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                               const int8_t *xlo, const float *xs, int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, xlo, xs, rows, cols, gs);
 }
 
 #else
@@ -192,6 +237,86 @@ static const int8_t *q8_group_xthead(float *out, const int8_t *wq, const float *
 }
 #undef XT_PRODUCTS8
 
+/* Two-part inputs: one block of 32 rows times one group of gs = 4 * quads columns
+ * (gs <= 32), high part x and low part lo. Per four columns: the high part's two pair
+ * products in v8 and v12, widened into the group sums v16-v23 as above; the low part's
+ * products go straight into 16-bit sums in v24-v27 (|lo| <= 8: 32 columns fit). At the end
+ * v16 = 16 * v16 + v24, then the epilogue above. Same sums, same epilogue as generic. */
+static const int8_t *q8_group_two_part_xthead(float *out, const int8_t *wq, const float *ws,
+                                              const int8_t *x, const int8_t *lo, float xs,
+                                              long quads, long n, long g) {
+    long a, b;
+    __asm__ volatile(
+        "th.vsetvli zero, %[br], e16, m4, d1\n"
+        "th.vmv.v.i v24, 0\n"
+        "li %[a], 1\n"  /* the first four columns start the group sums */
+        "1:\n"
+        "th.vsetvli zero, %[br], e8, m2, d1\n"
+        "th.vle.v v0, (%[wq])\n addi %[wq], %[wq], 32\n"
+        "th.vle.v v2, (%[wq])\n addi %[wq], %[wq], 32\n"
+        "th.vle.v v4, (%[wq])\n addi %[wq], %[wq], 32\n"
+        "th.vle.v v6, (%[wq])\n addi %[wq], %[wq], 32\n"
+        "lb %[b], 0(%[x])\n th.vwmul.vx v8, v0, %[b]\n"
+        "lb %[b], 1(%[x])\n th.vwmacc.vx v8, %[b], v2\n"
+        "lb %[b], 2(%[x])\n th.vwmul.vx v12, v4, %[b]\n"
+        "lb %[b], 3(%[x])\n th.vwmacc.vx v12, %[b], v6\n"
+        "lb %[b], 0(%[lo])\n th.vwmacc.vx v24, %[b], v0\n"
+        "lb %[b], 1(%[lo])\n th.vwmacc.vx v24, %[b], v2\n"
+        "lb %[b], 2(%[lo])\n th.vwmacc.vx v24, %[b], v4\n"
+        "lb %[b], 3(%[lo])\n th.vwmacc.vx v24, %[b], v6\n"
+        "addi %[x], %[x], 4\n addi %[lo], %[lo], 4\n"
+        "th.vsetvli zero, %[br], e16, m4, d1\n"
+        "beqz %[a], 2f\n"
+        "th.vwadd.vv v16, v8, v12\n"
+        "li %[a], 0\n"
+        "j 3f\n"
+        "2:\n"
+        "th.vwadd.wv v16, v16, v8\n"
+        "th.vwadd.wv v16, v16, v12\n"
+        "3:\n"
+        "addi %[quads], %[quads], -1\n"
+        "bnez %[quads], 1b\n"
+        "th.vsetvli zero, %[br], e32, m8, d1\n"
+        "th.vsll.vi v16, v16, 4\n"
+        "th.vsetvli zero, %[br], e16, m4, d1\n"
+        "th.vwadd.wv v16, v16, v24\n"
+        "th.vsetvli zero, %[n], e32, m8, d1\n"
+        "th.vfcvt.f.x.v v16, v16\n"
+        "th.vle.v v0, (%[ws])\n"
+        "th.vfmul.vv v16, v16, v0\n"
+        "th.vfmul.vf v16, v16, %[xs]\n"
+        "beqz %[g], 4f\n"
+        "th.vle.v v8, (%[out])\n"
+        "th.vfadd.vv v16, v8, v16\n"
+        "4:\n"
+        "th.vse.v v16, (%[out])\n"
+        : [wq] "+r"(wq), [x] "+r"(x), [lo] "+r"(lo), [quads] "+r"(quads), [a] "=&r"(a),
+          [b] "=&r"(b)
+        : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
+          [out] "r"(out), [g] "r"(g)
+        : "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",
+          "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23",
+          "v24", "v25", "v26", "v27", "vl", "vtype");
+    return wq;
+}
+
+static void matvec_q8_two_part(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                               const int8_t *xlo, const float *xs, int rows, int cols, int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    if (gs % 4 || gs > 32) {  /* groups the 16-bit low sums cannot hold: generic */
+        l2_matvec_q8_two_part_generic(out, wq, ws, xq, xlo, xs, rows, cols, gs);
+        return;
+    }
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
+        long n = rows - r0 < BR ? rows - r0 : BR;
+        for (int g = 0; g < groups; g++, ws += BR) {
+            size_t at = (size_t)g * (size_t)gs;
+            wq = q8_group_two_part_xthead(out, wq, ws, xq + at, xlo + at, xs[g], gs / 4, n, g);
+        }
+    }
+}
+
 /* Groups of 8k columns (l2convert's choices) in assembly; other group sizes, which only a
  * hand-made file has, by the generic kernel. */
 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
@@ -210,14 +335,22 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
 }
 #endif
 
+/* int32 -> their low bytes at q (what the generic's (int8_t) of lrintf keeps) */
+static inline void store_low_bytes(int8_t *q, vint32m4_t v, size_t vl) {
+    __riscv_vse8_v_i8m1(q, __riscv_vnsra_wx_i8m1(__riscv_vnsra_wx_i16m2(v, 0, vl), 0, vl), vl);
+}
+
 /* Per group: scale = max|x| / 127, q = round-to-nearest-even(x / scale) computed as
- * x * (1 / scale), exactly as the generic kernel; the int8 results are bitwise equal. */
-static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+ * x * (1 / scale), exactly as the generic kernel; the int8 results are bitwise equal.
+ * With xlo (a two-part input, a constant after inlining) also the low part and scale / 16. */
+static inline __attribute__((always_inline)) void q8_quantize(int8_t *xq, int8_t *xlo,
+                                                              float *xs, const float *x, int n,
+                                                              int gs) {
     int groups = (n + gs - 1) / gs;
     for (int g = 0; g < groups; g++) {
         int start = g * gs, len = n - start < gs ? n - start : gs;
         const float *xg = x + start;
-        int8_t *qg = xq + start;
+        int8_t *qg = xq + start, *lg = xlo ? xlo + start : NULL;
         vfloat32m1_t vmax = __riscv_vfmv_v_f_f32m1(0.0f, 1);
         long non_finite = 0;
         for (int i = 0; i < len;) {
@@ -231,22 +364,36 @@ static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
         }
         if (non_finite) {  /* as generic: zeros and a NaN scale, so the NaN reaches the output */
             for (int i = 0; i < gs; i++) qg[i] = 0;
+            for (int i = 0; lg && i < gs; i++) lg[i] = 0;
             xs[g] = NAN;
             continue;
         }
         float scale = __riscv_vfmv_f_s_f32m1_f32(vmax) / 127.0f;
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         for (int i = 0; i < len;) {
-            size_t vl = __riscv_vsetvl_e32m8((size_t)(len - i));
-            vfloat32m8_t v = __riscv_vfmul_vf_f32m8(__riscv_vle32_v_f32m8(xg + i, vl), inv, vl);
-            vint32m8_t q32 = __riscv_vfcvt_x_f_v_i32m8(v, vl);  /* dynamic rounding: RNE */
-            vint16m4_t q16 = __riscv_vnsra_wx_i16m4(q32, 0, vl);
-            __riscv_vse8_v_i8m2(qg + i, __riscv_vnsra_wx_i8m2(q16, 0, vl), vl);
+            size_t vl = __riscv_vsetvl_e32m4((size_t)(len - i));
+            vfloat32m4_t t = __riscv_vfmul_vf_f32m4(__riscv_vle32_v_f32m4(xg + i, vl), inv, vl);
+            vint32m4_t q32 = __riscv_vfcvt_x_f_v_i32m4(t, vl);  /* dynamic rounding: RNE */
+            store_low_bytes(qg + i, q32, vl);
+            if (lg) {  /* t - q is exact */
+                vfloat32m4_t r = __riscv_vfsub_vv_f32m4(t, __riscv_vfcvt_f_x_v_f32m4(q32, vl), vl);
+                store_low_bytes(lg + i, __riscv_vfcvt_x_f_v_i32m4(__riscv_vfmul_vf_f32m4(r, 16.0f, vl), vl), vl);
+            }
             i += (int)vl;
         }
         for (int i = len; i < gs; i++) qg[i] = 0;
-        xs[g] = scale;
+        for (int i = len; lg && i < gs; i++) lg[i] = 0;
+        xs[g] = lg ? scale * 0.0625f : scale;
     }
+}
+
+static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+    q8_quantize(xq, NULL, xs, x, n, gs);
+}
+
+static void quantize_q8_two_part(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n,
+                                 int gs) {
+    q8_quantize(xq, xlo, xs, x, n, gs);
 }
 
 /* ---- float kernels: every sum in the generic (llama2.c) order, so results are bitwise
@@ -475,8 +622,8 @@ const l2_kernels l2_kernels_riscv_v = {
     .matvec_f16 = matvec_f16,
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
-    .quantize_q8_two_part = l2_quantize_q8_two_part_generic,
-    .matvec_q8_two_part = l2_matvec_q8_two_part_generic,
+    .quantize_q8_two_part = quantize_q8_two_part,
+    .matvec_q8_two_part = matvec_q8_two_part,
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
