@@ -6,8 +6,8 @@
  * tests/c/test_kernels.c holds it to:
  * - q8 group sums are exact int32 (for weights in -127..127, all the format holds), and the
  *   float epilogue does the generic operations in its order;
- * - quantize_q8 uses the same scale, reciprocal and round-to-nearest-even; to_f16 is
- *   F16C's conversion with the generic's NaN;
+ * - quantize_q8 and quantize_q8_two_part use the same scale, reciprocal and
+ *   round-to-nearest-even; to_f16 is F16C's conversion with the generic's NaN;
  * - dot products keep the generic's order (one running sum over the elements in order, a
  *   multiply then an add, never fused), 8 rows or positions a vector;
  * - the attention mix is element-wise, a multiply then an add.
@@ -51,20 +51,48 @@ AVX2 static inline __m256 load_f32(const float *p, int n) {
  * for -128 too, but costs one more instruction per register: 8-10% slower.)
  * The unpacks leave rows in the order 0-3 16-19 | 4-7 20-23 | 8-11 24-27 | 12-15 28-31,
  * put back by four lane permutes once per group. Two blocks go through each group together,
- * sharing the activations' broadcasts (4-8% faster than one). */
+ * sharing the activations' broadcasts (4-8% faster than one).
+ * A two-part input (xlo) adds a second product of the same interleaved weights with the low
+ * parts (|xlo| <= 8: no saturation either) into the same sums, and vpmaddwd weights the
+ * high part's pairs by 16 instead of 1: a sum is 16 * sum w xq + sum w xlo, the generic's
+ * int32 exactly (it fits, L2_MAX_TWO_PART_GROUP; vpaddd wraps, so no partial sum can spoil
+ * it). One set of sums, no combining at the group end; and one block at a time, because
+ * with two the eight sums, four broadcasts and two constants outgrow the 16 registers and
+ * the sums spill (one block: 5-7% faster on 32000 x 288, the same on 768 x 288). */
 typedef struct {
     __m256i s[4];  /* int32 group sums, rows in the unpacked order above */
     __m256 acc[4];  /* float row sums, rows 0-7, 8-15, 16-23, 24-31 */
 } q8_block;
 
-AVX2 static inline __m256i q8_dot4(__m256i s, __m256i w, __m256i xabs, __m256i xsgn) {
-    __m256i p = _mm256_maddubs_epi16(xabs, _mm256_sign_epi8(w, xsgn));
-    return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+/* four activations in every 32-bit element: |x| and x (whose signs go onto the weights) */
+typedef struct {
+    __m256i abs, sgn;
+} q8_x4;
+
+/* x[0..n) (n <= 4; missing ones are zero) */
+AVX2 static inline q8_x4 q8_broadcast(const int8_t *x, int n) {
+    int32_t x4 = 0;
+    memcpy(&x4, x, (size_t)n);
+    __m256i v = _mm256_set1_epi32(x4);
+    return (q8_x4){_mm256_abs_epi8(v), v};
 }
 
-/* columns c..c+n-1 (n <= 4; missing ones are zero) of a block, times x[0..n) */
-AVX2 static inline void q8_columns(q8_block *b, const int8_t *w, int n, __m256i xabs,
-                                   __m256i xsgn) {
+/* s + the products of four rows' interleaved weights w with x, or with 16 x + lo */
+AVX2 static inline __attribute__((always_inline)) __m256i q8_dot4(__m256i s, __m256i w,
+                                                                  q8_x4 x, const q8_x4 *lo) {
+    __m256i p = _mm256_maddubs_epi16(x.abs, _mm256_sign_epi8(w, x.sgn));
+    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(lo ? 16 : 1)));
+    if (lo) {
+        __m256i plo = _mm256_maddubs_epi16(lo->abs, _mm256_sign_epi8(w, lo->sgn));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(plo, _mm256_set1_epi16(1)));
+    }
+    return s;
+}
+
+/* columns c..c+n-1 (n <= 4; missing ones are zero) of a block, times x[0..n), or with lo
+ * (a two-part input's low parts) times 16 x + lo */
+AVX2 static inline __attribute__((always_inline)) void q8_columns(
+        q8_block *b, const int8_t *w, int n, q8_x4 x, const q8_x4 *lo) {
     __m256i col[4];
     for (int j = 0; j < 4; j++)
         col[j] = j < n ? _mm256_loadu_si256((const __m256i *)(const void *)(w + j * BR))
@@ -73,10 +101,10 @@ AVX2 static inline void q8_columns(q8_block *b, const int8_t *w, int n, __m256i 
     __m256i p01h = _mm256_unpackhi_epi8(col[0], col[1]);
     __m256i p23l = _mm256_unpacklo_epi8(col[2], col[3]);
     __m256i p23h = _mm256_unpackhi_epi8(col[2], col[3]);
-    b->s[0] = q8_dot4(b->s[0], _mm256_unpacklo_epi16(p01l, p23l), xabs, xsgn);
-    b->s[1] = q8_dot4(b->s[1], _mm256_unpackhi_epi16(p01l, p23l), xabs, xsgn);
-    b->s[2] = q8_dot4(b->s[2], _mm256_unpacklo_epi16(p01h, p23h), xabs, xsgn);
-    b->s[3] = q8_dot4(b->s[3], _mm256_unpackhi_epi16(p01h, p23h), xabs, xsgn);
+    b->s[0] = q8_dot4(b->s[0], _mm256_unpacklo_epi16(p01l, p23l), x, lo);
+    b->s[1] = q8_dot4(b->s[1], _mm256_unpackhi_epi16(p01l, p23l), x, lo);
+    b->s[2] = q8_dot4(b->s[2], _mm256_unpacklo_epi16(p01h, p23h), x, lo);
+    b->s[3] = q8_dot4(b->s[3], _mm256_unpackhi_epi16(p01h, p23h), x, lo);
 }
 
 /* acc[r] += (float)isum[r] * ws[r] * xs, as the generic kernel; clears the group sums */
@@ -103,11 +131,12 @@ AVX2 static inline void q8_store(float *out, int n, const q8_block *b) {
     }
 }
 
-/* nb consecutive blocks from row r0 (nb = 1 or 2 and `tail` = gs % 4 != 0 are constants
- * after inlining: the common case compiles to a loop with no remainder handling) */
+/* nb consecutive blocks from row r0 (nb = 1 or 2, `tail` = gs % 4 != 0 and `two_part`, with
+ * the low parts xlo, are constants after inlining: the common case compiles to a loop with
+ * no remainder handling, and matvec_q8 to one with no low parts) */
 AVX2 static inline __attribute__((always_inline)) void q8_blocks(
-        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const float *xs,
-        int rows, int groups, int gs, int r0, int nb, int tail) {
+        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
+        int two_part, const float *xs, int rows, int groups, int gs, int r0, int nb, int tail) {
     size_t wstride = (size_t)groups * (size_t)gs * BR, sstride = (size_t)groups * BR;
     q8_block b[2];
     for (int k = 0; k < nb; k++)
@@ -117,24 +146,24 @@ AVX2 static inline __attribute__((always_inline)) void q8_blocks(
         }
     int gs4 = tail ? gs & ~3 : gs;
     for (int g = 0; g < groups; g++) {
-        const int8_t *xg = xq + (size_t)g * (size_t)gs;
+        size_t x0 = (size_t)g * (size_t)gs;
+        const int8_t *xg = xq + x0, *xlo_g = two_part ? xlo + x0 : NULL;
         for (int c = 0; c < gs4; c += 4, wq += 4 * BR) {
-            int32_t x4;
-            memcpy(&x4, xg + c, 4);
-            __m256i xsgn = _mm256_set1_epi32(x4), xabs = _mm256_abs_epi8(xsgn);
+            q8_x4 x = q8_broadcast(xg + c, 4), lo = two_part ? q8_broadcast(xlo_g + c, 4) : x;
             for (int k = 0; k < nb; k++) {
                 const int8_t *w = wq + k * wstride;
                 _mm_prefetch((const char *)(w + Q8_PREFETCH), _MM_HINT_T0);
                 _mm_prefetch((const char *)(w + Q8_PREFETCH + 64), _MM_HINT_T0);
-                q8_columns(&b[k], w, 4, xabs, xsgn);
+                q8_columns(&b[k], w, 4, x, two_part ? &lo : NULL);
             }
         }
         if (tail && gs4 < gs) {  /* the group's last 1..3 columns */
-            int32_t x4 = 0;
-            memcpy(&x4, xg + gs4, (size_t)(gs - gs4));
-            __m256i xsgn = _mm256_set1_epi32(x4), xabs = _mm256_abs_epi8(xsgn);
-            for (int k = 0; k < nb; k++) q8_columns(&b[k], wq + k * wstride, gs - gs4, xabs, xsgn);
-            wq += (size_t)(gs - gs4) * BR;
+            int n = gs - gs4;
+            q8_x4 x = q8_broadcast(xg + gs4, n);
+            q8_x4 lo = two_part ? q8_broadcast(xlo_g + gs4, n) : x;
+            for (int k = 0; k < nb; k++)
+                q8_columns(&b[k], wq + k * wstride, n, x, two_part ? &lo : NULL);
+            wq += (size_t)n * BR;
         }
         for (int k = 0; k < nb; k++) q8_group_end(&b[k], ws + k * sstride, xs[g]);
         ws += BR;
@@ -142,19 +171,37 @@ AVX2 static inline __attribute__((always_inline)) void q8_blocks(
     for (int k = 0; k < nb; k++) q8_store(out + r0 + k * BR, rows - r0 - k * BR, &b[k]);
 }
 
-AVX2 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
-                           const float *xs, int rows, int cols, int gs) {
+/* matvec_q8, or matvec_q8_two_part (two_part, a constant after inlining) */
+AVX2 static inline __attribute__((always_inline)) void q8_product(
+        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
+        int two_part, const float *xs, int rows, int cols, int gs) {
     int groups = (cols + gs - 1) / gs;
     size_t wstride = (size_t)groups * (size_t)gs * BR, sstride = (size_t)groups * BR;
     if (gs % 4) {  /* rare group sizes: one block at a time */
         for (int r0 = 0; r0 < rows; r0 += BR, wq += wstride, ws += sstride)
-            q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, r0, 1, 1);
+            q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 1);
         return;
     }
     int r0 = 0;
+    if (two_part) {  /* one block at a time (registers: see above) */
+        for (; r0 < rows; r0 += BR, wq += wstride, ws += sstride)
+            q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+        return;
+    }
     for (; r0 + BR < rows; r0 += 2 * BR, wq += 2 * wstride, ws += 2 * sstride)
-        q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, r0, 2, 0);
-    if (r0 < rows) q8_blocks(out, wq, ws, xq, xs, rows, groups, gs, r0, 1, 0);
+        q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 2, 0);
+    if (r0 < rows) q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+}
+
+AVX2 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
+                           const float *xs, int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, NULL, 0, xs, rows, cols, gs);
+}
+
+AVX2 static void matvec_q8_two_part(float *out, const int8_t *wq, const float *ws,
+                                    const int8_t *xq, const int8_t *xlo, const float *xs,
+                                    int rows, int cols, int gs) {
+    q8_product(out, wq, ws, xq, xlo, 1, xs, rows, cols, gs);
 }
 
 /* 8 int32 -> their low bytes (what the generic's (int8_t)lrintf keeps), stored at q */
@@ -175,10 +222,14 @@ AVX2 static inline void store_low_bytes(int8_t *q, __m256i v, int n) {
 
 /* Per group, as the generic kernel: amax by vector max (exact in any order), scale and
  * 1 / scale, vcvtps2dq rounding to nearest even as lrintf does in the default mode; a
- * group holding NaN or infinity becomes zeros with a NaN scale. */
-AVX2 static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+ * group holding NaN or infinity becomes zeros with a NaN scale. With xlo (a two-part
+ * input; NULL in quantize_q8, which inlining leaves as it was) also the low parts
+ * rne(16 * (t - q)), t - q exact as in the generic, and the scale / 16. */
+AVX2 static inline __attribute__((always_inline)) void q8_quantize(
+        int8_t *xq, int8_t *xlo, float *xs, const float *x, int n, int gs) {
     const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
     const __m256i max_finite = _mm256_set1_epi32(0x7f7fffff);
+    const __m256 sixteen = _mm256_set1_ps(16.0f);
     int groups = (n + gs - 1) / gs;
     for (int g = 0; g < groups; g++) {
         int start = g * gs, len = n - start < gs ? n - start : gs;
@@ -191,10 +242,11 @@ AVX2 static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int g
         int32_t m[8], amax_bits = 0;
         _mm256_storeu_si256((__m256i *)(void *)m, vmax);
         for (int l = 0; l < 8; l++) amax_bits = m[l] > amax_bits ? m[l] : amax_bits;
-        int8_t *q = xq + start;
+        int8_t *q = xq + start, *lo = xlo ? xlo + start : NULL;
         if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(vmax, max_finite))) {  /* NaN or inf */
             memset(q, 0, (size_t)gs);
-            xs[g] = NAN;
+            if (lo) memset(lo, 0, (size_t)gs);
+            xs[g] = NAN;  /* the generic's NaN / 16 is the same NaN */
             continue;
         }
         float amax;
@@ -205,11 +257,27 @@ AVX2 static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int g
         for (int i = 0; i < len; i += 8) {
             __m256 v = load_f32(xg + i, len - i);
             int k = len - i < 8 ? len - i : 8;
-            store_low_bytes(q + i, _mm256_cvtps_epi32(_mm256_mul_ps(v, vinv)), k);
+            __m256 t = _mm256_mul_ps(v, vinv);
+            __m256i qi = _mm256_cvtps_epi32(t);
+            store_low_bytes(q + i, qi, k);
+            if (lo) {
+                __m256 fine = _mm256_mul_ps(_mm256_sub_ps(t, _mm256_cvtepi32_ps(qi)), sixteen);
+                store_low_bytes(lo + i, _mm256_cvtps_epi32(fine), k);
+            }
         }
         memset(q + len, 0, (size_t)(gs - len));
-        xs[g] = scale;
+        if (lo) memset(lo + len, 0, (size_t)(gs - len));
+        xs[g] = lo ? scale * 0.0625f : scale;
     }
+}
+
+AVX2 static void quantize_q8(int8_t *xq, float *xs, const float *x, int n, int gs) {
+    q8_quantize(xq, NULL, xs, x, n, gs);
+}
+
+AVX2 static void quantize_q8_two_part(int8_t *xq, int8_t *xlo, float *xs, const float *x,
+                                      int n, int gs) {
+    q8_quantize(xq, xlo, xs, x, n, gs);
 }
 
 /* ---------------------------------------------------------------- dot products */
@@ -490,8 +558,8 @@ const l2_kernels l2_kernels_avx2 = {
     .matvec_f16 = matvec_f16,
     .matvec_q8 = matvec_q8,
     .quantize_q8 = quantize_q8,
-    .quantize_q8_two_part = l2_quantize_q8_two_part_generic,
-    .matvec_q8_two_part = l2_matvec_q8_two_part_generic,
+    .quantize_q8_two_part = quantize_q8_two_part,
+    .matvec_q8_two_part = matvec_q8_two_part,
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = l2_argmax_generic,
