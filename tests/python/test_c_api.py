@@ -159,3 +159,53 @@ def test_printable_len_is_runs_print_rule() -> None:
         assert c.l2_printable_len(bytes([b]), 1) == want, b
     for piece, want in ((b"", 0), (b"\0abc", 0), (b"ab\0cd", 2), (b" Tom", 4), (b"\xe6\x97\xa5", 3)):
         assert c.l2_printable_len(piece, len(piece)) == want, piece
+
+
+def _convert_with(m: capi.Model, path: Path, **fields: Any) -> tuple[int, str, list[dict[str, Any]]]:
+    """l2_convert_with on q8 params with `fields` set (f16_layer_sites: a list of masks)."""
+    ffi = m.ffi
+    p = ffi.new("l2_convert_params *")
+    p.type = m.c.L2_TYPE_Q8
+    keep = []
+    for k, v in fields.items():
+        if k == "f16_layer_sites":
+            keep.append(ffi.new("uint32_t[]", v) if v is not None else ffi.NULL)
+            p.f16_layer_sites = keep[-1]
+        else:
+            setattr(p, k, v)
+    cap = m.info["n_tensors"] + 1
+    reports, n, err = ffi.new("l2_tensor_report[]", cap), ffi.new("int32_t *"), ffi.new("l2_error *")
+    st = m.c.l2_convert_with(m.handle, str(path).encode(), p, reports, cap, n, err)
+    return st, error_message(ffi, err), [{"name": ffi.string(r.name).decode(), "layer": r.layer,
+                                     "bytes": r.bytes, "rows": r.rows, "cols": r.cols} for r in reports[0:n[0]]]
+
+
+def test_f16_layer_sites_make_those_matrices_f16(tmp_path: Path) -> None:
+    """f16_layer_sites[i] keeps layer i's matrices of those sites f16 (fast mode: layer 0's
+    attention); the other layers stay int8."""
+    path = tmp_path / "m.bin"
+    ck.write_v0(path, ck.TINY, ck.make_weights(ck.TINY, seed=2))
+    with capi.Model(path) as m:
+        st, msg, reports = _convert_with(m, tmp_path / "m.l2", f16_layer_sites=[1], n_f16_layer_sites=1)
+        assert st == 0, msg
+        for r in reports:
+            if r["name"] in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"):
+                f16 = r["name"] in ("wq", "wk", "wv") and r["layer"] == 0
+                assert (r["bytes"] == 2 * r["rows"] * r["cols"]) == f16, r
+    with capi.Model(tmp_path / "m.l2") as m:
+        assert m.info["weight_type"] == m.c.L2_TYPE_Q8
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"f16_layer_sites": [1], "n_f16_layer_sites": 99}, "invalid conversion parameters"),
+    ({"f16_layer_sites": None, "n_f16_layer_sites": 1}, "invalid conversion parameters"),
+    ({"f16_layer_sites": [1 << 4], "n_f16_layer_sites": 1}, "only layer matrices"),
+    ({"two_part_sites": 1, "group_size": 8192}, "at most 4096"),
+])
+def test_convert_with_refuses(tmp_path: Path, fields: dict[str, Any], message: str) -> None:
+    path = tmp_path / "m.bin"
+    ck.write_v0(path, ck.TINY, ck.make_weights(ck.TINY, seed=3))
+    with capi.Model(path) as m:
+        st, msg, _ = _convert_with(m, tmp_path / "m.l2", **fields)
+    assert st == m.c.L2_ERR_ARG and message in msg
+    assert not (tmp_path / "m.l2").exists()

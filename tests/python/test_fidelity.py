@@ -48,23 +48,25 @@ def test_mode_within_its_bound(evaluated: dict[str, dict], mode: str) -> None:
 
 
 def test_modes_order(evaluated: dict[str, dict]) -> None:
-    """What each mode is for: fast and balanced are closer than q8 at the same bytes (balanced
-    closer, at more arithmetic); faithful closer still, at more bytes."""
+    """What each mode is for: fast and balanced are closer than q8 at nearly its bytes (layer
+    0's attention f16: +0.03 B/param; balanced closer, at more arithmetic), within issue 12's
+    1.2 B/param; faithful closer still, at more bytes."""
     q8, fast, bal, faithful = (evaluated[k] for k in ("q8", "fast", "balanced", "faithful"))
     for r in (fast, bal):
-        assert r["bytes_per_param"] == pytest.approx(q8["bytes_per_param"], rel=0.01)
+        assert q8["bytes_per_param"] < r["bytes_per_param"] <= 1.2
     assert faithful["mean_kl"] < bal["mean_kl"] < fast["mean_kl"] < q8["mean_kl"]
     assert faithful["top1_decisive"] > bal["top1_decisive"] > fast["top1_decisive"] > q8["top1_decisive"]
 
 
 def test_two_part_inputs_same_on_every_kernel_set(tmp_path: Path) -> None:
-    """The fast mode's two kernel calls per chunk: every kernel set gives the same logits."""
+    """The fast mode's two-part inputs (matvec_q8_two_part) and f16 layer 0 attention: every
+    kernel set gives the same logits."""
     path = tmp_path / "fast.l2"
     with engine.Model.open(MODEL) as m:
         m.convert(path, mode="fast")
     tokens = [1, 403, 407, 261, 378, 31, 266, 429]
     with engine.Model.open(path) as m:
-        assert m.storage()["two_part_sites"] == 1 and m.storage()["method"] == "gptq"
+        assert m.storage()["two_part_sites"] == 0b1011 and m.storage()["method"] == "gptq"
         runs: dict[str, list[np.ndarray]] = {}
         for k in engine.kernel_names():
             with m.session(context=len(tokens), kernels=k) as s:
@@ -146,4 +148,4 @@ def test_fast_mode_file_is_picked_first(tmp_path: Path) -> None:
         models.convert(d / "stories260K.bin", out, t)
     assert models.default_model([d]).name == "stories260K.fast.l2"
     with engine.Model.open(d / "stories260K.fast.l2") as m:
-        assert m.storage()["two_part_sites"] == 1
+        assert m.storage()["two_part_sites"] == 0b1011
