@@ -14,7 +14,7 @@ static void usage(void) {
                     "  IN: a llama2.c v0/v1/v2 checkpoint or a packed file; OUT: the packed file\n"
                     "  --group N: q8 group size (default 32; any size, rows need not divide)\n"
                     "  --method: q8 rounding, absmax (default) or gptq (calibrated, slower)\n"
-                    "  --mode: a named mode (FORMAT.md, \"Modes\"); fast and faithful use gptq\n"
+                    "  --mode: a named mode (FORMAT.md, \"Modes\"); fast, balanced and faithful use gptq\n"
                     "  --calib FILE: gptq's calibration tokens, int32 little-endian ids (default:\n"
                     "                2048 tokens the model samples itself)\n");
     exit(EXIT_FAILURE);
