@@ -58,7 +58,7 @@
 #define LLAMA2_RVV_H
 
 /* The library's version: l2_version() returns it; the Python package and setup.py read it here. */
-#define L2_VERSION "0.2.0"
+#define L2_VERSION "0.3.0"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -90,7 +90,9 @@ typedef enum {
     L2_TYPE_F32 = 0,
     L2_TYPE_F16 = 1,
     L2_TYPE_Q8 = 2,       /* int8, one f32 scale per group of a row, row-blocked (packed files) */
-    L2_TYPE_Q8_FLAT = 3   /* int8, one f32 scale per group of the flattened tensor (llama2.c v2) */
+    L2_TYPE_Q8_FLAT = 3,  /* int8, one f32 scale per group of the flattened tensor (llama2.c v2) */
+    L2_TYPE_Q10 = 4       /* 10-bit: q8's int8 values as the high part, a 2-bit plane after them
+                           * (a packed q8 file's layer matrices; FORMAT.md) */
 } l2_type;
 
 typedef enum {
@@ -174,6 +176,7 @@ typedef struct {
     int32_t f16_embedding;   /* q8: 1 keeps the embedding lookup table f16 (the classifier q8) */
     uint32_t f16_sites;      /* q8: these matrices stay f16 (mixed precision) */
     uint32_t two_part_sites; /* q8: these inputs are quantized in two int8 parts (~12 bits) */
+    uint32_t q10_sites;      /* q8: these layer matrices 10-bit (their inputs must be two-part) */
     const int32_t *calib;    /* GPTQ calibration token ids; NULL: n_calib tokens the model samples */
     int32_t n_calib;         /* 0: 2048 */
     /* q8: layer i < n_f16_layer_sites also keeps the matrices of f16_layer_sites[i] f16 */

@@ -45,11 +45,17 @@ static double quad(const double *h, const double *e, size_t n) {
     return sum;
 }
 
-/* Row `row` (cols) of a q8 group-quantized with GPTQ: each column rounded in turn, its
- * rounding error spread over the columns not yet rounded (weighted by U), group scales
- * taken from the updated values when a group starts. Writes q[(g*gs+i)*BR + r], scales. */
-static void gptq_row(writer *w, const float *row, size_t cols, size_t gs, size_t r,
-                     int8_t *q, float *scales, double *work, double *err) {
+/* The integer levels of q8 (top 127) and q10 (top 508: v = 4 h + l with h = floor(v / 4) in
+ * -127..127, l in 0..3; kernels.h): round(w / scale), scale = max|w| / top over a group,
+ * clamped here */
+static long clamp_level(long q, long top) { return q > top ? top : q < -top ? -top : q; }
+
+/* Row `row` (cols) of a q8 or q10 matrix group-quantized with GPTQ: each column rounded in
+ * turn, its rounding error spread over the columns not yet rounded (weighted by U), group
+ * scales taken from the updated values when a group starts. Writes lv[(g*gs+i)*BR + r],
+ * scales. */
+static void gptq_row(writer *w, const float *row, size_t cols, size_t gs, size_t r, long top,
+                     int16_t *lv, float *scales, double *work, double *err) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     const double *u = w->u;
     for (size_t c = 0; c < cols; c++) work[c] = row[c];
@@ -57,17 +63,31 @@ static void gptq_row(writer *w, const float *row, size_t cols, size_t gs, size_t
         size_t len = cols - c0 < gs ? cols - c0 : gs;
         float amax = 0.0f;
         for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf((float)work[c0 + i]));
-        float scale = amax / 127.0f;
+        float scale = amax / (float)top;
         scales[(c0 / gs) * BR + r] = scale;
         for (size_t i = 0; i < len; i++) {
             size_t c = c0 + i;
-            long qv = scale > 0.0f ? lrint(work[c] / scale) : 0;
-            qv = qv > 127 ? 127 : qv < -127 ? -127 : qv;
-            q[(c0 + i) * BR + r] = (int8_t)qv;
+            long qv = clamp_level(scale > 0.0f ? lrint(work[c] / scale) : 0, top);
+            lv[(c0 + i) * BR + r] = (int16_t)qv;
             double e = (work[c] - (double)((float)qv * scale)) / u[c * cols + c];
             for (size_t j = c + 1; j < cols; j++) work[j] -= e * u[c * cols + j];
             err[c] = (double)row[c] - (double)((float)qv * scale);
         }
+    }
+}
+
+/* Levels lv[0..n) as stored: q8's int8 values, or q10's high parts and, into `plane` (which
+ * holds n / 4 bytes), the low parts of every four consecutive levels `stride` apart (the
+ * blocks' layout: stride BR, quads of columns; the tail's: stride 1, the flattened rows). */
+static void pack_levels(const int16_t *lv, size_t n, int q10, size_t stride, int8_t *q,
+                        uint8_t *plane) {
+    if (q10) memset(plane, 0, (n + 3) / 4);
+    for (size_t i = 0; i < n; i++) {
+        long v = lv[i], lo = q10 ? ((v % 4) + 4) % 4 : 0;
+        q[i] = (int8_t)((v - lo) / (q10 ? 4 : 1));
+        /* element i = (quad k, column j in it, row r): plane byte k * stride + r */
+        size_t quad = i / (4 * stride), j = i / stride % 4, at = quad * stride + i % stride;
+        if (q10) plane[at] |= (uint8_t)(lo << (2 * j));
     }
 }
 
@@ -94,32 +114,40 @@ static void put_u64(unsigned char *p, uint64_t v) {
     put_u32(p + 4, (uint32_t)(v >> 32));
 }
 
-/* The last rows%32 rows of a q8 matrix, row-major after its blocks, in groups of gs of the
- * flattened tail, rounded to nearest (FORMAT.md): rows[0..n) are rows r0.. of t. */
+/* The last rows%32 rows of a q8 or q10 matrix, row-major after its blocks, in groups of gs of
+ * the flattened tail, rounded to nearest (FORMAT.md): rows[0..n) are rows r0.. of t. */
 static l2_status write_tail(writer *w, const out_tensor *t, int32_t r0, int32_t n,
                             const float *rows, void *scratch, l2_tensor_report *rep) {
     size_t cols = (size_t)t->cols, gs = (size_t)t->gs, groups = (cols + gs - 1) / gs;
     size_t total = (size_t)n * cols, tail_groups = (total + gs - 1) / gs;
-    int8_t *q = scratch;
-    float *scales = (float *)(void *)(q + (total + 3) / 4 * 4);
+    int q10 = t->type == L2_TYPE_Q10;
+    long top = q10 ? 508 : 127;
+    int16_t *lv = scratch;
+    int8_t *q = (int8_t *)(lv + total);
+    uint8_t *plane = (uint8_t *)q + total;
+    float *scales = (float *)(void *)(plane + (total + 3) / 4 * 4);
     for (size_t g = 0; g < tail_groups; g++) {
         size_t f0 = g * gs, len = total - f0 < gs ? total - f0 : gs;
         float amax = 0.0f;
         for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(rows[f0 + i]));
-        float scale = amax / 127.0f;
+        float scale = amax / (float)top;
         scales[g] = scale;
         for (size_t i = 0; i < len; i++) {
             float v = rows[f0 + i];
-            long qv = scale > 0.0f ? lrintf(v / scale) : 0;
-            qv = qv > 127 ? 127 : qv < -127 ? -127 : qv;
-            q[f0 + i] = (int8_t)qv;
+            long qv = clamp_level(scale > 0.0f ? lrintf(v / scale) : 0, top);
+            lv[f0 + i] = (int16_t)qv;
             double e = fabs((double)((float)qv * scale) - (double)v);
             if (e > rep->max_abs_error) rep->max_abs_error = e;
             w->err_sq += e * e;
         }
     }
+    pack_levels(lv, total, q10, 1, q, plane);
     uint64_t full = (uint64_t)r0;  /* the tail starts after the whole blocks */
     l2_status st = write_at(w, q, total, t->offset + full * groups * gs);
+    if (st == L2_OK && q10)  /* the tail's plane, after the blocks' */
+        st = write_at(w, plane, (total + 3) / 4,
+                      t->offset + l2_packed_values_bytes(L2_TYPE_Q8, t->rows, t->cols, t->gs, n) +
+                          full * groups * gs / 4);
     if (st != L2_OK) return st;
     return write_at(w, scales, 4 * tail_groups, t->scales_offset + 4 * full * groups);
 }
@@ -138,7 +166,7 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
                                t->name, t->layer, r0 + r);
             double a = fabs((double)row[c]);
             if (a > rep->max_abs_value) rep->max_abs_value = a;
-            if (t->type == L2_TYPE_Q8) w->ref_sq += (double)row[c] * row[c];
+            if (t->type == L2_TYPE_Q8 || t->type == L2_TYPE_Q10) w->ref_sq += (double)row[c] * row[c];
         }
     }
     uint64_t first = (uint64_t)r0 * cols;
@@ -158,19 +186,23 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
         }
         return write_at(w, h, (size_t)n * cols * 2, t->offset + 2 * first);
     }
-    default: {  /* q8: one block of BR rows, or the tail rows after the last one */
+    default: {  /* q8, q10: one block of BR rows, or the tail rows after the last one */
         enum { BR = L2_Q8_BLOCK_ROWS };
         if (n < BR) return write_tail(w, t, r0, n, rows, scratch, rep);
-        size_t gs = (size_t)t->gs, groups = (cols + gs - 1) / gs;
-        int8_t *q = scratch;
-        float *scales = (float *)(void *)(q + groups * gs * BR);
+        size_t gs = (size_t)t->gs, groups = (cols + gs - 1) / gs, values = groups * gs * BR;
+        int q10 = t->type == L2_TYPE_Q10;
+        long top = q10 ? 508 : 127;
+        int16_t *lv = scratch;
+        int8_t *q = (int8_t *)(lv + values);
+        uint8_t *plane = (uint8_t *)q + values;
+        float *scales = (float *)(void *)(plane + values / 4);
         double *work = (double *)(void *)(scales + groups * BR), *err = work + cols;
-        memset(q, 0, groups * gs * BR);
+        memset(lv, 0, values * sizeof *lv);
         memset(scales, 0, groups * BR * sizeof(float));
         for (size_t r = 0; r < (size_t)n; r++) {
             const float *row = rows + r * cols;
             if (w->u) {
-                gptq_row(w, row, cols, gs, r, q, scales, work, err);
+                gptq_row(w, row, cols, gs, r, top, lv, scales, work, err);
                 for (size_t c = 0; c < cols; c++) {
                     double e = fabs(err[c]);
                     if (e > rep->max_abs_error) rep->max_abs_error = e;
@@ -185,21 +217,25 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
                 size_t c0 = g * gs, len = cols - c0 < gs ? cols - c0 : gs;
                 float amax = 0.0f;
                 for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(row[c0 + i]));
-                float scale = amax / 127.0f;  /* as llama2.c's exporter: q = round(w / scale) */
+                float scale = amax / (float)top;  /* as llama2.c's exporter: q = round(w / scale) */
                 scales[g * BR + r] = scale;
                 for (size_t i = 0; i < len; i++) {
                     float v = row[c0 + i];
-                    long qv = scale > 0.0f ? lrintf(v / scale) : 0;
-                    qv = qv > 127 ? 127 : qv < -127 ? -127 : qv;
-                    q[(g * gs + i) * BR + r] = (int8_t)qv;
+                    long qv = clamp_level(scale > 0.0f ? lrintf(v / scale) : 0, top);
+                    lv[(g * gs + i) * BR + r] = (int16_t)qv;
                     double e = fabs((double)((float)qv * scale) - (double)v);
                     if (e > rep->max_abs_error) rep->max_abs_error = e;
                     w->err_sq += e * e;
                 }
             }
         }
+        pack_levels(lv, values, q10, BR, q, plane);
         uint64_t block = (uint64_t)r0 / BR;
-        l2_status st = write_at(w, q, groups * gs * BR, t->offset + block * groups * gs * BR);
+        l2_status st = write_at(w, q, values, t->offset + block * values);
+        if (st == L2_OK && q10)
+            st = write_at(w, plane, values / 4,
+                          t->offset + l2_packed_values_bytes(L2_TYPE_Q8, t->rows, t->cols, t->gs,
+                                                             t->rows % BR) + block * values / 4);
         if (st != L2_OK) return st;
         return write_at(w, scales, groups * BR * 4, t->scales_offset + block * groups * BR * 4);
     }
@@ -211,8 +247,8 @@ static l2_status write_tensor(writer *w, const out_tensor *t, l2_tensor_report *
     size_t cols = (size_t)t->cols, gs = t->gs > 0 ? (size_t)t->gs : 1;
     size_t groups = (cols + gs - 1) / gs;
     float *rows = malloc(BR * cols * sizeof(float));
-    /* q8: values and scales of a block, and GPTQ's two rows of doubles */
-    void *scratch = malloc(BR * (groups * gs + 4 * groups + 2 * cols) + 16 * cols + 64);
+    /* q8, q10: a block's levels, values, plane and scales, and GPTQ's two rows of doubles */
+    void *scratch = malloc(BR * (4 * groups * gs + 4 * groups + 2 * cols) + 16 * cols + 64);
     l2_status st = L2_OK;
     if (!rows || !scratch) st = l2_fail(w->err, L2_ERR_NOMEM, "out of memory");
     for (int32_t r0 = 0; st == L2_OK && r0 < t->rows; r0 += BR) {
@@ -255,8 +291,9 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
     l2_clear_error(err);
     if (!out) return l2_fail(err, L2_ERR_ARG, "l2_convert_mode: NULL argument");
     /* The levers FORMAT.md's "Modes" measures: GPTQ rounding, an f16 lookup table, two-part
-     * inputs where int8 activations cost most, and f16 for layer 0's attention (on
-     * stories260K the single most sensitive set of matrices, 3 % of stories15M's weights). */
+     * inputs where int8 activations cost most, f16 for layer 0's attention (on stories260K
+     * the single most sensitive set of matrices, 3 % of stories15M's weights), and 10-bit
+     * layer matrices (faithful: the classifier, most of stories15M's bytes, stays int8). */
     enum { QKV = 1u << L2_SITE_QKV, WO = 1u << L2_SITE_WO, W13 = 1u << L2_SITE_W13,
            W2 = 1u << L2_SITE_W2, LAYERS = QKV | WO | W13 | W2 };
     static const uint32_t first_attention[] = {QKV};
@@ -271,7 +308,7 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
                       .f16_embedding = 1, .two_part_sites = LAYERS,
                       .f16_layer_sites = first_attention, .n_f16_layer_sites = 1}},
         {"faithful", {.type = L2_TYPE_Q8, .group_size = DEFAULT_GROUP, .method = L2_METHOD_GPTQ,
-                      .f16_embedding = 1, .f16_sites = LAYERS}},
+                      .f16_embedding = 1, .two_part_sites = LAYERS, .q10_sites = LAYERS}},
     };
     for (size_t i = 0; name && i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(name, modes[i].name)) {
@@ -449,7 +486,8 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     }
     if (p.method != L2_METHOD_ABSMAX && p.method != L2_METHOD_GPTQ)
         return l2_fail(err, L2_ERR_ARG, "unknown method %d", p.method);
-    if (type != L2_TYPE_Q8 && (p.method || p.f16_embedding || p.f16_sites || p.two_part_sites))
+    if (type != L2_TYPE_Q8 && (p.method || p.f16_embedding || p.f16_sites || p.two_part_sites ||
+                               p.q10_sites))
         return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
     if (p.f16_sites >= (1u << L2_N_SITES) || p.two_part_sites >= (1u << L2_N_SITES) ||
         p.n_calib < 0 || (p.calib && p.n_calib == 0) || p.n_f16_layer_sites < 0 ||
@@ -462,6 +500,14 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
                            p.f16_layer_sites[l], l);
     if (type != L2_TYPE_Q8 && p.n_f16_layer_sites)
         return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
+    if (p.q10_sites & ~((1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2)))
+        return l2_fail(err, L2_ERR_ARG, "q10 sites 0x%x: only layer matrices", p.q10_sites);
+    if (p.q10_sites & ~p.two_part_sites)
+        return l2_fail(err, L2_ERR_ARG, "q10 matrices need two-part inputs (sites 0x%x)",
+                       p.q10_sites & ~p.two_part_sites);
+    if (p.q10_sites && (gs % 4 || gs > L2_MAX_Q10_GROUP))
+        return l2_fail(err, L2_ERR_ARG, "q10 matrices need a group size of 4k <= %d",
+                       L2_MAX_Q10_GROUP);
     if (p.two_part_sites && gs > L2_MAX_TWO_PART_GROUP)
         return l2_fail(err, L2_ERR_ARG, "two-part inputs need a group size of at most %d",
                        L2_MAX_TWO_PART_GROUP);
@@ -486,7 +532,8 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     if (!ts) return l2_fail(err, L2_ERR_NOMEM, "out of memory");
 #define F16_SITES(l) (p.f16_sites | ((l) >= 0 && (l) < p.n_f16_layer_sites ? p.f16_layer_sites[l] : 0))
 #define ADD_MAT(nm, l, m_, site_) ts[n++] = (out_tensor){nm, l, m_, NULL, \
-        F16_SITES(l) & (1u << (site_)) ? L2_TYPE_F16 : wt, (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
+        F16_SITES(l) & (1u << (site_)) ? L2_TYPE_F16 : p.q10_sites & (1u << (site_)) ? L2_TYPE_Q10 : wt, \
+        (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
 #define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0, -1}
     ts[n++] = (out_tensor){"token_embedding", -1, &m->token_embedding, NULL, shared ? cls_type : emb_type,
                            c->vocab_size, c->dim, gs, 0, 0, 0, 0, shared ? L2_SITE_CLS : -1};
@@ -508,14 +555,14 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
 #undef ADD_MAT
 #undef ADD_VEC
     for (size_t i = 0; i < n; i++)  /* f32/f16 tensors carry no group size */
-        if (ts[i].type != L2_TYPE_Q8) ts[i].gs = 0;
+        if (ts[i].type != L2_TYPE_Q8 && ts[i].type != L2_TYPE_Q10) ts[i].gs = 0;
 
     uint64_t header_bytes = align_up(L2_PACKED_HEADER_BYTES + n * L2_PACKED_ENTRY_BYTES);
     uint64_t at = header_bytes;
     for (size_t i = 0; i < n; i++) {
         out_tensor *t = &ts[i];
         t->offset = at;
-        int32_t tail = t->type == L2_TYPE_Q8 ? t->rows % L2_Q8_BLOCK_ROWS : 0;
+        int32_t tail = t->gs ? t->rows % L2_Q8_BLOCK_ROWS : 0;  /* q8, q10 */
         t->bytes = l2_packed_values_bytes(t->type, t->rows, t->cols, t->gs, tail);
         at = align_up(at + t->bytes);
         t->scales_bytes = l2_packed_scales_bytes(t->type, t->rows, t->cols, t->gs, tail);
@@ -604,11 +651,11 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
                                 ts[i].bytes + ts[i].scales_bytes, 0.0, 0.0};
         snprintf(rep.name, sizeof rep.name, "%s", ts[i].name);
         w.h = w.u = NULL;
-        if (g.h && ts[i].type == L2_TYPE_Q8 && ts[i].site >= 0) {
+        if (g.h && ts[i].gs && ts[i].site >= 0) {  /* q8, q10 */
             size_t gi = gram_index(&g, ts[i].site, ts[i].layer);
             /* one factor per input: wq, wk, wv share theirs, w1 and w3 theirs */
             if (i == 0 || gi != gram_index(&g, ts[i - 1].site, ts[i - 1].layer) ||
-                ts[i - 1].type != L2_TYPE_Q8 || ts[i - 1].site < 0)
+                !ts[i - 1].gs || ts[i - 1].site < 0)
                 st = gptq_factor(g.h[gi], g.n[gi], u, factor_tmp, err);
             w.h = g.h[gi];
             w.u = u;

@@ -21,6 +21,14 @@
 #define L2_Q8_BLOCK_ROWS 32
 /* the largest group matvec_q8_two_part sums in int32: 4096 * 127 * (16 * 127 + 8) < 2^31 */
 #define L2_MAX_TWO_PART_GROUP 4096
+/* and matvec_q10: 2048 * 511 * 2040 < 2^31 */
+#define L2_MAX_Q10_GROUP 2048
+
+/* q10 matrices (FORMAT.md): a 10-bit value v = 4 h + l, value(r, c) = v * scale, with h the
+ * q8 layout's int8 value (-127..127) and l (0..3) from a plane of 2-bit values that follows
+ * the int8 values: per block and group, for each four columns c..c+3 (gs % 4 == 0), BR bytes,
+ * row r's holding l(c) | l(c+1) << 2 | l(c+2) << 4 | l(c+3) << 6:
+ *   l(r, c) = wl[((b * G + g) * (gs / 4) + c % gs / 4) * BR + r % BR] >> (2 * (c % 4)) & 3 */
 
 /* The RISC-V vector set (kernels/riscv_v.c) is built for RVV 1.0 with Zvfhmin (vector
  * f16 <-> f32 conversions) and for the C906's XTheadVector, which has them too. */
@@ -42,6 +50,11 @@ typedef struct {
     /* blocked int8 weights times int8 activations quantized per group by quantize_q8 */
     void (*matvec_q8)(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                       const float *xs, int rows, int cols, int gs);
+    /* blocked q10 weights (wq, wl: above) times a two-part input: group sums are the exact
+     * int32 sum_c v * (16 * xq[c] + xlo[c]), scaled as matvec_q8's; gs <= L2_MAX_Q10_GROUP */
+    void (*matvec_q10)(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                       const int8_t *xq, const int8_t *xlo, const float *xs, int rows, int cols,
+                       int gs);
     /* x[0..n) -> xq[0..G*gs) (zero padded), xs[0..G): per group scale = max|x| / 127 */
     void (*quantize_q8)(int8_t *xq, float *xs, const float *x, int n, int gs);
     /* A two-part input (FORMAT.md): per group, t = x * (1 / scale) with quantize_q8's scale,
@@ -88,6 +101,9 @@ void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int ro
 void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                           const float *xs, int rows, int cols, int gs);
 void l2_quantize_q8_generic(int8_t *xq, float *xs, const float *x, int n, int gs);
+void l2_matvec_q10_generic(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                           const int8_t *xq, const int8_t *xlo, const float *xs, int rows,
+                           int cols, int gs);
 void l2_quantize_q8_two_part_generic(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n,
                                      int gs);
 void l2_matvec_q8_two_part_generic(float *out, const int8_t *wq, const float *ws,
@@ -120,6 +136,12 @@ void l2_exp_neg(float *e, const float *x, int n);
  * groups straddling rows), float activations. Compatibility path: generic only. */
 void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales,
                        const float *x, int rows, int cols, int gs);
+
+/* The rows after a q10 matrix's last whole block: row-major int8 high parts wq, 2-bit low
+ * parts of the flattened rows (value f in wl[f / 4] >> (2 * (f % 4)) & 3), one f32 scale per
+ * group of the flattened rows; float activations. Generic only (a handful of rows). */
+void l2_matvec_q10_flat(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                        const float *x, int rows, int cols, int gs);
 
 /* The set called `name`, or the fastest when name is NULL or empty; NULL if unknown or if
  * this CPU cannot run it. */

@@ -101,6 +101,13 @@ static l2_matrix *layer_matrix(l2_layer *l, int which) {
     return m[which];
 }
 
+/* the input vector (L2_SITE_*) a layer matrix reads */
+static int site_of_matrix(int which) {
+    static const int site[N_MATS] = {L2_SITE_QKV, L2_SITE_QKV, L2_SITE_QKV, L2_SITE_WO,
+                                     L2_SITE_W13, L2_SITE_W2, L2_SITE_W13};
+    return site[which];
+}
+
 static void matrix_shape(const l2_model *m, int which, int32_t *rows, int32_t *cols) {
     const l2_model_info *c = &m->info;
     int32_t shapes[N_MATS][2] = {{c->dim, c->dim}, {m->kv_dim, c->dim}, {m->kv_dim, c->dim},
@@ -314,13 +321,25 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
             if (t == T_EMB || t == T_WCLS) erows = c->vocab_size;
             else matrix_shape(m, t - T_WQ, &erows, &ecols);
         }
-        /* version 2: a matrix of a q8 file may be f16 (mixed precision, the lookup table) */
+        /* version 2: a matrix of a q8 file may be f16 (mixed precision, the lookup table), and
+         * a layer matrix q10 where its input is two-part and the groups suit the kernel */
         l2_type etype = is_rms ? L2_TYPE_F32 : (l2_type)wtype;
         if (!is_rms && c->format_version >= 2 && wtype == L2_TYPE_Q8 && type == L2_TYPE_F16)
             etype = L2_TYPE_F16;
-        int32_t egs = etype == L2_TYPE_Q8 ? (int32_t)gs : 0;
+        if (per_layer && !is_rms && c->format_version >= 2 && wtype == L2_TYPE_Q8 &&
+            type == L2_TYPE_Q10) {
+            if (!(m->storage.two_part_sites & (1u << site_of_matrix(t - T_WQ))) || gs % 4 ||
+                gs > L2_MAX_Q10_GROUP) {
+                st = l2_fail(err, L2_ERR_FORMAT, "%s: tensor %s (layer %d) is q10, which needs a "
+                             "two-part input and groups of 4k <= %d columns", path, name, layer,
+                             L2_MAX_Q10_GROUP);
+                break;
+            }
+            etype = L2_TYPE_Q10;
+        }
+        int32_t egs = etype == L2_TYPE_Q8 || etype == L2_TYPE_Q10 ? (int32_t)gs : 0;
         /* version 2 stores a q8 matrix's last rows%32 rows unpadded (FORMAT.md) */
-        int32_t tail = etype == L2_TYPE_Q8 && c->format_version >= 2 ? erows % L2_Q8_BLOCK_ROWS : 0;
+        int32_t tail = egs && c->format_version >= 2 ? erows % L2_Q8_BLOCK_ROWS : 0;
         uint64_t ebytes = l2_packed_values_bytes(etype, erows, ecols, egs, tail);
         uint64_t esbytes = l2_packed_scales_bytes(etype, erows, ecols, egs, tail);
         if (type != (uint32_t)etype || rows != (uint32_t)erows || cols != (uint32_t)ecols ||
@@ -352,8 +371,8 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
     for (int32_t l = 0; st == L2_OK && l < c->n_layers; l++) {
         const l2_layer *w = &m->layers[l];
         if (w->wk.type != w->wq.type || w->wv.type != w->wq.type || w->w3.type != w->w1.type)
-            st = l2_fail(err, L2_ERR_FORMAT, "%s: layer %d mixes f16 and q8 matrices that read "
-                         "the same input (wq/wk/wv or w1/w3)", path, l);
+            st = l2_fail(err, L2_ERR_FORMAT, "%s: layer %d mixes matrix types among those that "
+                         "read the same input (wq/wk/wv or w1/w3)", path, l);
     }
     return st;
 }

@@ -18,6 +18,7 @@ const char *l2_type_name(l2_type type) {
     case L2_TYPE_F16: return "f16";
     case L2_TYPE_Q8: return "q8";
     case L2_TYPE_Q8_FLAT: return "q8 (llama2.c v2)";
+    case L2_TYPE_Q10: return "q10";
     }
     return NULL;
 }
@@ -228,7 +229,7 @@ static void load_input(l2_session *s, const float *x, int n, int site, int layer
                        const l2_matrix *first) {
     if (s->observe) s->observe(s->observe_ctx, site, layer, x, n);
     s->two_part = 0;
-    if (first->type != L2_TYPE_Q8) return;
+    if (first->type != L2_TYPE_Q8 && first->type != L2_TYPE_Q10) return;
     if (s->model->storage.two_part_sites & (1u << site)) {
         s->k->quantize_q8_two_part(s->xq, s->xlo, s->xs, x, n, first->group_size);
         s->two_part = 1;
@@ -256,6 +257,19 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
                               w->scales + 4 * (size_t)full * groups, x, w->tail, w->cols,
                               w->group_size);
         }
+        break;
+    }
+    case L2_TYPE_Q10: {  /* its input is two-part (the loader's rule) */
+        int full = w->rows - w->tail;
+        size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
+        const uint8_t *wl = l2_q10_plane(w);
+        const float *ws = (const float *)(const void *)w->scales;
+        if (full > 0)
+            s->k->matvec_q10(out, w->data, wl, ws, s->xq, s->xlo, s->xs, full, w->cols, w->group_size);
+        if (w->tail)  /* as q8's tail rows, with the tail's own plane */
+            l2_matvec_q10_flat(out + full, (const int8_t *)w->data + (size_t)full * groups * gs,
+                               wl + (size_t)full * groups * gs / 4, ws + (size_t)full * groups, x,
+                               w->tail, w->cols, w->group_size);
         break;
     }
     case L2_TYPE_Q8_FLAT:

@@ -63,6 +63,8 @@ l2_status l2_load(l2_model *model, const char *path, l2_error *err);
 
 /* Row `row` of m as float32 into out[0..m->cols): a token's embedding (matrix.c). */
 void l2_matrix_row(const l2_matrix *m, int32_t row, float *out);
+/* a q10 matrix's 2-bit plane (kernels.h), after its int8 values */
+const uint8_t *l2_q10_plane(const l2_matrix *m);
 
 /* Bytes a matrix of this type and shape occupies in a packed file: values, then scales
  * (matrix.c). */

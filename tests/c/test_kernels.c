@@ -355,6 +355,133 @@ static void test_matvec_q8(const l2_kernels *k, int two_part) {
     finish(&c);
 }
 
+/* q10 (kernels.h): the q8 matrix's values as high parts and a random plane of low parts */
+static uint8_t *q10_plane(const q8mat *m, int8_t *lows) {
+    size_t blocks = (size_t)(m->rows + BR - 1) / BR, G = (size_t)m->groups, gs = (size_t)m->gs;
+    uint8_t *wl = calloc(blocks * G * gs / 4 * BR + 1, 1);
+    if (!wl) exit(2);
+    for (int r = 0; r < m->rows; r++)
+        for (int c = 0; c < m->cols; c++) {
+            int lo = rnd_int(0, 3);
+            lows[(size_t)r * (size_t)m->cols + (size_t)c] = (int8_t)lo;
+            size_t b = (size_t)r / BR, g = (size_t)c / gs;
+            wl[((b * G + g) * (gs / 4) + (size_t)c % gs / 4) * BR + (size_t)r % BR] |=
+                (uint8_t)(lo << (2 * (c % 4)));
+        }
+    return wl;
+}
+
+static void q10_case(check *c, int rows, int cols, int gs, int extreme) {
+    q8mat m = q8_random(rows, cols, gs, extreme == 1);
+    int G = m.groups;
+    int8_t *lows = xmalloc((size_t)rows * (size_t)cols);
+    uint8_t *wl = q10_plane(&m, lows);
+    if (extreme == 1)  /* v = 4 * +-127 + 3 or + 0: the largest magnitudes */
+        for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++) {
+            lows[i] = (int8_t)(m.w[i] > 0 ? 3 : 0);
+            size_t r = i / (size_t)cols, cc = i % (size_t)cols, b = r / BR, g = cc / (size_t)gs;
+            uint8_t *at = &wl[((b * (size_t)G + g) * (size_t)(gs / 4) + cc % (size_t)gs / 4) * BR + r % BR];
+            *at = (uint8_t)((*at & ~(3u << (2 * (cc % 4)))) | (unsigned)lows[i] << (2 * (cc % 4)));
+        }
+    float *x = xmalloc((size_t)cols * sizeof *x), *xs = xmalloc((size_t)G * sizeof *xs);
+    int8_t *xq = xmalloc((size_t)G * (size_t)gs), *xlo = xmalloc((size_t)G * (size_t)gs);
+    fill(x, cols);
+    if (extreme == 1)
+        for (int i = 0; i < cols; i++) x[i] = rnd() & 1 ? 1.0f : -1.0f;
+    if (extreme == 2) x[rnd() % (unsigned)cols] = rnd() & 1 ? NAN : -INFINITY;
+    l2_kernels_generic.quantize_q8_two_part(xq, xlo, xs, x, cols, gs);
+    float *out = xmalloc((size_t)rows * sizeof *out);
+    double *want = dalloc(rows), *scale = dalloc(rows);
+    for (int r = 0; r < rows; r++) {
+        double v = 0.0, a = 0.0;
+        for (int g = 0; g < G; g++) {
+            long long isum = 0;
+            for (int cc = g * gs; cc < cols && cc < (g + 1) * gs; cc++) {
+                size_t i = (size_t)r * (size_t)cols + (size_t)cc;
+                isum += (4LL * m.w[i] + lows[i]) * (16 * xq[cc] + xlo[cc]);
+            }
+            double t = (double)isum * m.s[(size_t)r * (size_t)G + (size_t)g] * xs[g];
+            v += t;
+            a += fabs(t);
+        }
+        want[r] = v;
+        scale[r] = a;
+    }
+    if (!c->is_generic) {
+        float *ref = xmalloc((size_t)rows * sizeof *ref);
+        l2_kernels_generic.matvec_q10(ref, m.wq, wl, m.ws, xq, xlo, xs, rows, cols, gs);
+        for (int r = 0; r < rows; r++) want[r] = ref[r];
+        free(ref);
+    }
+    c->k->matvec_q10(out, m.wq, wl, m.ws, xq, xlo, xs, rows, cols, gs);
+    char what[80];
+    snprintf(what, sizeof what, "rows=%d cols=%d gs=%d%s", rows, cols, gs,
+             (const char *[]){"", " extreme", " non-finite x"}[extreme]);
+    compare(c, out, want, scale, rows, c->is_generic ? TOL_REF : TOL_Q8, what);
+    q8_free(&m);
+    free(lows), free(wl), free(x), free(xs), free(xq), free(xlo), free(out), free(want), free(scale);
+}
+
+static void test_matvec_q10(const l2_kernels *k) {
+    static const int rows[] = {1, 5, 31, 32, 33, 64, 65, 100};
+    static const int cols[] = {1, 3, 4, 5, 31, 32, 33, 64, 100, 172, 288};
+    static const int gss[] = {4, 8, 12, 16, 32, 64, 100};
+    check c;
+    start(&c, k, "matvec_q10");
+    for (size_t gi = 0; gi < sizeof gss / sizeof gss[0]; gi++)
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
+                q10_case(&c, rows[ri], cols[ci], gss[gi], 0);
+    for (size_t gi = 0; gi < sizeof gss / sizeof gss[0]; gi++) q10_case(&c, 70, 300, gss[gi], 1);
+    for (size_t gi = 0; gi < sizeof gss / sizeof gss[0]; gi++) q10_case(&c, 40, 100, gss[gi], 2);
+    q10_case(&c, 33, 2 * L2_MAX_Q10_GROUP, L2_MAX_Q10_GROUP, 1);
+    q10_case(&c, 288, 288, 32, 0);
+    q10_case(&c, 768, 288, 32, 0);
+    q10_case(&c, 288, 768, 32, 0);
+    finish(&c);
+}
+
+/* l2_matvec_q10_flat (generic only: a q10 matrix's tail rows) against the double reference */
+static void test_matvec_q10_flat(void) {
+    static const int shapes[][3] = {{1, 1, 4}, {3, 5, 4}, {12, 64, 32}, {7, 33, 8}, {31, 172, 32}, {5, 100, 100}};
+    check c;
+    start(&c, &l2_kernels_generic, "matvec_q10_flat");
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int rows = shapes[i][0], cols = shapes[i][1], gs = shapes[i][2];
+        size_t n = (size_t)rows * (size_t)cols, G = (n + (size_t)gs - 1) / (size_t)gs;
+        int8_t *wq = xmalloc(n), *lo = xmalloc(n);
+        uint8_t *wl = calloc((n + 3) / 4, 1);
+        float *ws = xmalloc(G * sizeof *ws), *x = xmalloc((size_t)cols * sizeof *x);
+        float *out = xmalloc((size_t)rows * sizeof *out);
+        double *want = dalloc(rows), *scale = dalloc(rows);
+        if (!wl) exit(2);
+        for (size_t f = 0; f < n; f++) {
+            wq[f] = (int8_t)rnd_int(-127, 127);
+            lo[f] = (int8_t)rnd_int(0, 3);
+            wl[f / 4] |= (uint8_t)(lo[f] << (2 * (f % 4)));
+        }
+        for (size_t g = 0; g < G; g++) ws[g] = uniform(0.0f, 0.02f);
+        fill(x, cols);
+        for (int r = 0; r < rows; r++) {
+            double v = 0.0, a = 0.0;
+            for (int cc = 0; cc < cols; cc++) {
+                size_t f = (size_t)r * (size_t)cols + (size_t)cc;
+                double t = (4.0 * wq[f] + lo[f]) * ws[f / (size_t)gs] * x[cc];
+                v += t;
+                a += fabs(t);
+            }
+            want[r] = v;
+            scale[r] = a;
+        }
+        l2_matvec_q10_flat(out, wq, wl, ws, x, rows, cols, gs);
+        char what[64];
+        snprintf(what, sizeof what, "rows=%d cols=%d gs=%d", rows, cols, gs);
+        compare(&c, out, want, scale, rows, TOL_REF, what);
+        free(wq), free(lo), free(wl), free(ws), free(x), free(out), free(want), free(scale);
+    }
+    finish(&c);
+}
+
 /* ---------------------------------------------------------------- float matrices */
 
 static const int mv_rows[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
@@ -785,6 +912,7 @@ int main(void) {
         test_quantize(k, 1);
         test_matvec_q8(k, 0);
         test_matvec_q8(k, 1);
+        test_matvec_q10(k);
         test_matvec(k, 0);
         test_matvec(k, 1);
         test_attention(k, 0, 0);
@@ -799,6 +927,7 @@ int main(void) {
         test_rope(k);
         test_to_f16(k);
     }
+    test_matvec_q10_flat();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }

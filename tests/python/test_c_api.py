@@ -24,10 +24,11 @@ def text(ffi: Any, p: Any) -> str | None:
 
 def test_enum_names() -> None:
     ffi, c = lib()
-    assert [text(ffi, c.l2_type_name(t)) for t in range(-1, 4)] == ["auto", "f32", "f16", "q8", "q8 (llama2.c v2)"]
+    assert [text(ffi, c.l2_type_name(t)) for t in range(-1, 5)] == [
+        "auto", "f32", "f16", "q8", "q8 (llama2.c v2)", "q10"]
     assert [text(ffi, c.l2_file_kind_name(k)) for k in range(4)] == [
         "llama2.c v0", "llama2.c v1", "llama2.c v2 (Q8_0)", "packed"]
-    assert c.l2_type_name(4) == ffi.NULL and c.l2_type_name(-2) == ffi.NULL and c.l2_file_kind_name(4) == ffi.NULL
+    assert c.l2_type_name(5) == ffi.NULL and c.l2_type_name(-2) == ffi.NULL and c.l2_file_kind_name(4) == ffi.NULL
 
 
 def test_version_is_defined_once() -> None:

@@ -99,11 +99,11 @@ def test_models_convert_mode_and_method(tmp_path: Path, capsys: pytest.CaptureFi
     """storyteller models convert exposes the modes, the method and a calibration file."""
     out = tmp_path / "faithful.l2"
     assert cli_main(["models", "convert", str(MODEL), str(out), "--mode", "faithful"]) == 0
-    assert "gptq, f16 lookup table; q8 weight error" in capsys.readouterr().out
+    assert "gptq, f16 lookup table, two-part inputs 0xf; q8 weight error" in capsys.readouterr().out
     with engine.Model.open(out) as m:
         assert m.storage()["embedding_type"] == "f16" and m.info.format_version == 2
     assert cli_main(["models", "info", str(out)]) == 0
-    assert "gptq, f16 lookup table; q8 weight error" in capsys.readouterr().out
+    assert "gptq, f16 lookup table, two-part inputs 0xf; q8 weight error" in capsys.readouterr().out
     calib = tmp_path / "calib.bin"
     calib.write_bytes(np.arange(3, 300, dtype="<i4").tobytes())
     out = tmp_path / "gptq.l2"
@@ -130,7 +130,24 @@ def test_loader_refuses_mixed_types_on_one_input(tmp_path: Path) -> None:
             data[e + 40:e + 64] = (2 * rows * cols).to_bytes(8, "little") + bytes(16)
     bad = tmp_path / "mixed.l2"
     bad.write_bytes(bytes(data))
-    with pytest.raises(FormatError, match="mixes f16 and q8"):
+    with pytest.raises(FormatError, match="mixes matrix types"):
+        engine.Model.open(bad)
+
+
+@pytest.mark.parametrize(("field", "value"), [(60, 0b0111), (48, 34), (48, 4096)])
+def test_loader_refuses_q10_without_its_kernel(tmp_path: Path, field: int, value: int) -> None:
+    """q10 matrices (faithful) need a two-part input (header field 60; here w2's bit is
+    cleared) and groups of 4k <= 2048 columns (field 48): anything else is malformed."""
+    good = tmp_path / "faithful.l2"
+    with engine.Model.open(MODEL) as m:
+        m.convert(good, mode="faithful")
+    with engine.Model.open(good):
+        pass
+    data = bytearray(good.read_bytes())
+    data[field:field + 4] = value.to_bytes(4, "little")
+    bad = tmp_path / "bad.l2"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="q10, which needs a two-part input"):
         engine.Model.open(bad)
 
 

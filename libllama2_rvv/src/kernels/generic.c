@@ -71,6 +71,31 @@ void l2_matvec_q8_two_part_generic(float *out, const int8_t *wq, const float *ws
     q8_product(out, wq, ws, xq, xlo, xs, rows, cols, gs);
 }
 
+void l2_matvec_q10_generic(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                           const int8_t *xq, const int8_t *xlo, const float *xs, int rows,
+                           int cols, int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR) {
+        float acc[BR] = {0};
+        for (int g = 0; g < groups; g++) {
+            int32_t isum[BR] = {0};
+            size_t x0 = (size_t)g * (size_t)gs;
+            for (int c = 0; c < gs; c++) {
+                int32_t fine = 16 * (int32_t)xq[x0 + (size_t)c] + xlo[x0 + (size_t)c];
+                int shift = 2 * (c % 4);
+                for (int r = 0; r < BR; r++) isum[r] += (4 * wq[r] + (wl[r] >> shift & 3)) * fine;
+                wq += BR;
+                if (c % 4 == 3) wl += BR;
+            }
+            for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
+            ws += BR;
+        }
+        int n = rows - r0 < BR ? rows - r0 : BR;
+        memcpy(out + r0, acc, (size_t)n * sizeof(float));
+    }
+}
+
 /* quantize_q8, and with xlo the low part of a two-part input (kernels.h) */
 static void q8_quantize(int8_t *xq, int8_t *xlo, float *xs, const float *x, int n, int gs) {
     int groups = (n + gs - 1) / gs;
@@ -223,6 +248,7 @@ const l2_kernels l2_kernels_generic = {
     .quantize_q8 = l2_quantize_q8_generic,
     .quantize_q8_two_part = l2_quantize_q8_two_part_generic,
     .matvec_q8_two_part = l2_matvec_q8_two_part_generic,
+    .matvec_q10 = l2_matvec_q10_generic,
     .rmsnorm = l2_rmsnorm_generic,
     .softmax = l2_softmax_generic,
     .argmax = l2_argmax_generic,
@@ -251,6 +277,25 @@ void l2_matvec_q8_flat(float *out, const int8_t *wq, const unsigned char *scales
             val += part * scale;
             c += len;
             f += (size_t)len;
+        }
+        out[r] = val;
+    }
+}
+
+void l2_matvec_q10_flat(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                        const float *x, int rows, int cols, int gs) {
+    for (int r = 0; r < rows; r++) {
+        size_t f = (size_t)r * (size_t)cols;  /* flat index of the row's first value */
+        float val = 0.0f;
+        for (int c = 0; c < cols;) {
+            size_t g = f / (size_t)gs;  /* the stretch of this row in one flat group */
+            int len = (int)((g + 1) * (size_t)gs - f);
+            if (len > cols - c) len = cols - c;
+            float part = 0.0f;
+            for (int i = 0; i < len; i++, f++)
+                part += (float)(4 * wq[f] + (wl[f / 4] >> (2 * (f % 4)) & 3)) * x[c + i];
+            val += part * ws[g];
+            c += len;
         }
         out[r] = val;
     }

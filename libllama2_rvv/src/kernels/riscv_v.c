@@ -624,6 +624,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .quantize_q8 = quantize_q8,
     .quantize_q8_two_part = quantize_q8_two_part,
     .matvec_q8_two_part = matvec_q8_two_part,
+    .matvec_q10 = l2_matvec_q10_generic,
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
