@@ -335,6 +335,113 @@ static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_
 }
 #endif
 
+#if !defined(__riscv_xtheadvector)
+/* q10 (kernels.h): per block column, the 10-bit values v = 4 h + l as 16-bit elements (h * 4
+ * widened, the column's 2-bit l added), times the two-part input's 16 xq + xlo, into 32-bit
+ * group sums; matvec_q8's epilogue. Exact: bitwise equal to generic. */
+static void matvec_q10(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                       const int8_t *xq, const int8_t *xlo, const float *xs, int rows, int cols,
+                       int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    size_t vl = __riscv_vsetvl_e8m2(BR);
+    int groups = (cols + gs - 1) / gs;
+    for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
+        for (int g = 0; g < groups; g++, ws += BR) {
+            const int8_t *x = xq + (size_t)g * (size_t)gs, *lo = xlo + (size_t)g * (size_t)gs;
+            vint32m8_t isum = __riscv_vmv_v_x_i32m8(0, vl);
+            for (int c = 0; c < gs; c += 4, wl += BR) {
+                vuint8m2_t quad = __riscv_vle8_v_u8m2(wl, vl);
+                for (int j = 0; j < 4; j++, wq += BR) {
+                    vuint8m2_t l = __riscv_vand_vx_u8m2(__riscv_vsrl_vx_u8m2(quad, 2 * j, vl), 3, vl);
+                    vint16m4_t v = __riscv_vwmul_vx_i16m4(__riscv_vle8_v_i8m2(wq, vl), 4, vl);
+                    v = __riscv_vreinterpret_v_u16m4_i16m4(
+                        __riscv_vwaddu_wv_u16m4(__riscv_vreinterpret_v_i16m4_u16m4(v), l, vl));
+                    isum = __riscv_vwmacc_vx_i32m8(isum, (int16_t)(16 * x[c + j] + lo[c + j]), v, vl);
+                }
+            }
+            vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
+            f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
+            f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
+            size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
+            if (g > 0) f = __riscv_vfadd_vv_f32m8(__riscv_vle32_v_f32m8(out, n), f, vl);
+            __riscv_vse32_v_f32m8(out, f, n);
+        }
+    }
+}
+
+#else
+/* The C906's q10 product in XTheadVector assembly (GCC's code for the intrinsics above spills
+ * vector registers, reading vlenb, which traps). Per four block columns at e8: the plane's
+ * 32 bytes in v2, each column in v0, its l in v4, v = 4 h (vwmul) + l (vwaddu.wv) into v8,
+ * v12, v24 and v28 (e16m4); then at e16 the four multiply-adds by 16 xq + xlo into the group
+ * sums v16-v23. Same sums, same epilogue as generic. */
+#define XT_Q10_COLUMN(j, dst)                                                                \
+    "th.vle.v v0, (%[wq])\n addi %[wq], %[wq], 32\n"                                      \
+    "th.vsrl.vi v4, v2, " #j "*2\n th.vand.vi v4, v4, 3\n"                                \
+    "th.vwmul.vx " #dst ", v0, %[four]\n th.vwaddu.wv " #dst ", " #dst ", v4\n"           \
+    "lb %[f" #j "], " #j "(%[x])\n lb %[t], " #j "(%[lo])\n"                              \
+    "slli %[f" #j "], %[f" #j "], 4\n add %[f" #j "], %[f" #j "], %[t]\n"
+
+static const int8_t *q10_group_xthead(float *out, const int8_t *wq, const uint8_t **wl,
+                                      const float *ws, const int8_t *x, const int8_t *lo,
+                                      float xs, long quads, long n, long g) {
+    long f0, f1, f2, f3, t;
+    const uint8_t *plane = *wl;
+    __asm__ volatile(
+        "th.vsetvli zero, %[br], e32, m8, d1\n"
+        "th.vmv.v.i v16, 0\n"
+        "1:\n"
+        "th.vsetvli zero, %[br], e8, m2, d1\n"
+        "th.vle.v v2, (%[wl])\n addi %[wl], %[wl], 32\n"
+        XT_Q10_COLUMN(0, v8)
+        XT_Q10_COLUMN(1, v12)
+        XT_Q10_COLUMN(2, v24)
+        XT_Q10_COLUMN(3, v28)
+        "addi %[x], %[x], 4\n addi %[lo], %[lo], 4\n"
+        "th.vsetvli zero, %[br], e16, m4, d1\n"
+        "th.vwmacc.vx v16, %[f0], v8\n"
+        "th.vwmacc.vx v16, %[f1], v12\n"
+        "th.vwmacc.vx v16, %[f2], v24\n"
+        "th.vwmacc.vx v16, %[f3], v28\n"
+        "addi %[quads], %[quads], -1\n"
+        "bnez %[quads], 1b\n"
+        "th.vsetvli zero, %[n], e32, m8, d1\n"
+        "th.vfcvt.f.x.v v16, v16\n"
+        "th.vle.v v0, (%[ws])\n"
+        "th.vfmul.vv v16, v16, v0\n"
+        "th.vfmul.vf v16, v16, %[xs]\n"
+        "beqz %[g], 2f\n"
+        "th.vle.v v8, (%[out])\n"
+        "th.vfadd.vv v16, v8, v16\n"
+        "2:\n"
+        "th.vse.v v16, (%[out])\n"
+        : [wq] "+r"(wq), [wl] "+r"(plane), [x] "+r"(x), [lo] "+r"(lo), [quads] "+r"(quads),
+          [f0] "=&r"(f0), [f1] "=&r"(f1), [f2] "=&r"(f2), [f3] "=&r"(f3), [t] "=&r"(t)
+        : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
+          [out] "r"(out), [g] "r"(g), [four] "r"(4L)
+        : "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",
+          "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23",
+          "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31", "vl", "vtype");
+    *wl = plane;
+    return wq;
+}
+#undef XT_Q10_COLUMN
+
+static void matvec_q10(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                       const int8_t *xq, const int8_t *xlo, const float *xs, int rows, int cols,
+                       int gs) {
+    enum { BR = L2_Q8_BLOCK_ROWS };
+    int groups = (cols + gs - 1) / gs;  /* gs % 4 == 0: the loader's rule for q10 */
+    for (int r0 = 0; r0 < rows; r0 += BR, out += BR) {
+        long n = rows - r0 < BR ? rows - r0 : BR;
+        for (int g = 0; g < groups; g++, ws += BR) {
+            size_t at = (size_t)g * (size_t)gs;
+            wq = q10_group_xthead(out, wq, &wl, ws, xq + at, xlo + at, xs[g], gs / 4, n, g);
+        }
+    }
+}
+#endif
+
 /* int32 -> their low bytes at q (what the generic's (int8_t) of lrintf keeps) */
 static inline void store_low_bytes(int8_t *q, vint32m4_t v, size_t vl) {
     __riscv_vse8_v_i8m1(q, __riscv_vnsra_wx_i8m1(__riscv_vnsra_wx_i16m2(v, 0, vl), 0, vl), vl);
@@ -624,7 +731,7 @@ const l2_kernels l2_kernels_riscv_v = {
     .quantize_q8 = quantize_q8,
     .quantize_q8_two_part = quantize_q8_two_part,
     .matvec_q8_two_part = matvec_q8_two_part,
-    .matvec_q10 = l2_matvec_q10_generic,
+    .matvec_q10 = matvec_q10,
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = argmax,
