@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "closer to float32 (libllama2_rvv/FORMAT.md, \"Modes\"; `storyteller eval` measures them)")
     mc.add_argument("--group", type=GROUP, default=0, help="q8 group size (default 32)")
     mc.add_argument("--method", choices=METHODS, help="q8 rounding: absmax (default) or gptq (calibrated)")
-    mc.add_argument("--calib", metavar="FILE", help="gptq's calibration tokens (int32 ids; default: 2048 the "
+    mc.add_argument("--calib", metavar="FILE", help="gptq's calibration tokens (int32 ids; default: 8192 the "
                     "model samples)")
     mc.set_defaults(func=cmd_models_convert)
     mi = msub.add_parser("info", parents=[common], help="a model file's shape and storage")

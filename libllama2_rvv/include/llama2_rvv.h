@@ -178,7 +178,7 @@ typedef struct {
     uint32_t two_part_sites; /* q8: these inputs are quantized in two int8 parts (~12 bits) */
     uint32_t q10_sites;      /* q8: these layer matrices 10-bit (their inputs must be two-part) */
     const int32_t *calib;    /* GPTQ calibration token ids; NULL: n_calib tokens the model samples */
-    int32_t n_calib;         /* 0: 2048 */
+    int32_t n_calib;         /* 0: 8192 */
     /* q8: layer i < n_f16_layer_sites also keeps the matrices of f16_layer_sites[i] f16 */
     const uint32_t *f16_layer_sites;
     int32_t n_f16_layer_sites;

@@ -16,7 +16,7 @@ static void usage(void) {
                     "  --method: q8 rounding, absmax (default) or gptq (calibrated, slower)\n"
                     "  --mode: a named mode (FORMAT.md, \"Modes\"); fast, balanced and faithful use gptq\n"
                     "  --calib FILE: gptq's calibration tokens, int32 little-endian ids (default:\n"
-                    "                2048 tokens the model samples itself)\n");
+                    "                8192 tokens the model samples itself)\n");
     exit(EXIT_FAILURE);
 }
 

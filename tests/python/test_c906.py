@@ -258,6 +258,7 @@ def test_tb_log_mix_selftest_0_7_1(c906_bins, emulator, tmp_path):
 # ----------------------------------------------------------------------------- l2run streams
 
 STREAM_RUNS = {"greedy": ("-t", "0"), "topp": ("-t", "0.8", "-p", "0.9", "-s", "42")}
+MODES = ("fast", "balanced", "faithful")  # l2convert --mode
 PROMPTS = {"noprompt": (), "prompt": ("-i", "Once upon a time")}
 STEPS = {"s260k": "48", "s15m": "10"}  # the stories15M shape is slow under emulation
 
@@ -281,10 +282,11 @@ def stream_models(host_bins, tmp_path_factory) -> dict[str, tuple[dict[str, Path
             files[typ] = d / f"{name}-{typ}.l2"
             subprocess.run([str(host_bins / "l2convert"), str(f32), str(files[typ]), "--type",
                             typ], check=True, capture_output=True, timeout=TIMEOUT)
-        if name == "s260k":  # two-part inputs: matvec_q8 on 128-row chunks, twice (FORMAT.md)
-            files["balanced"] = d / f"{name}-balanced.l2"
-            subprocess.run([str(host_bins / "l2convert"), str(f32), str(files["balanced"]), "--mode",
-                            "balanced"], check=True, capture_output=True, timeout=TIMEOUT)
+        if name == "s260k":  # the modes' kernels: two-part inputs, f16 and q10 matrices (FORMAT.md)
+            for mode in MODES:
+                files[mode] = d / f"{name}-{mode}.l2"
+                subprocess.run([str(host_bins / "l2convert"), str(f32), str(files[mode]), "--mode",
+                                mode], check=True, capture_output=True, timeout=TIMEOUT)
         out[name] = (files, tok)
     return out
 
@@ -292,7 +294,7 @@ def stream_models(host_bins, tmp_path_factory) -> dict[str, tuple[dict[str, Path
 def stream_cases() -> list[tuple[str, ...]]:
     return [(m, typ, kv, run, prompt) for m in STEPS for typ in ("f32", "f16", "q8")
             for kv in ("f32", "f16") for run in STREAM_RUNS for prompt in PROMPTS] + \
-        [("s260k", "balanced", "f16", run, prompt) for run in STREAM_RUNS for prompt in PROMPTS]
+        [("s260k", mode, "f16", run, prompt) for mode in MODES for run in STREAM_RUNS for prompt in PROMPTS]
 
 
 def stream_args(case: tuple[str, ...], models) -> list[str]:

@@ -149,8 +149,8 @@ def test_build_offers_its_targets_kernels(cross_bins, tname):
 
 @pytest.fixture(scope="session")
 def e2e_models(cross_bins, tmp_path_factory) -> dict[str, Path]:
-    """{"q8": path, "f16": path, "balanced": path} packed by the host l2convert (balanced: the
-    q8 mode whose layer inputs are two int8 parts, FORMAT.md); skips without tokenizer.bin."""
+    """{"q8": path, "f16": path, "fast": path, ...} packed by the host l2convert (the modes:
+    two-part inputs, f16 and q10 matrices in q8 files, FORMAT.md); skips without tokenizer.bin."""
     tok = ck.shared_models_dir() / "tokenizer.bin"
     if not tok.exists():
         pytest.skip(f"{tok} not found")
@@ -158,10 +158,10 @@ def e2e_models(cross_bins, tmp_path_factory) -> dict[str, Path]:
     src = d / "model.bin"
     ck.write_v0(src, E2E_CFG, ck.make_weights(E2E_CFG, seed=7))
     out = {}
-    for typ in ("q8", "f16", "balanced"):
+    for typ in ("q8", "f16", "fast", "balanced", "faithful"):
         dst = d / f"model-{typ}.l2"
         subprocess.run([str(cross_bins["host"] / "l2convert"), str(src), str(dst),
-                        "--mode" if typ == "balanced" else "--type", typ],
+                        "--type" if typ in ("q8", "f16") else "--mode", typ],
                        check=True, capture_output=True, timeout=TIMEOUT)
         out[typ] = dst
     return out
@@ -170,7 +170,8 @@ def e2e_models(cross_bins, tmp_path_factory) -> dict[str, Path]:
 def e2e_cases() -> list[tuple[str, str, str]]:
     """(target, model type, run): greedy for each type, one sampled run (q8), every target."""
     return [(t, typ, run) for t in TARGET_NAMES for typ, run in
-            (("q8", "greedy"), ("f16", "greedy"), ("q8", "sampled"), ("balanced", "greedy"))]
+            (("q8", "greedy"), ("f16", "greedy"), ("q8", "sampled"), ("fast", "greedy"),
+             ("balanced", "greedy"), ("faithful", "greedy"))]
 
 
 @pytest.fixture(scope="session")

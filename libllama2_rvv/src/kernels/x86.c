@@ -58,7 +58,14 @@ AVX2 static inline __m256 load_f32(const float *p, int n) {
  * int32 exactly (it fits, L2_MAX_TWO_PART_GROUP; vpaddd wraps, so no partial sum can spoil
  * it). One set of sums, no combining at the group end; and one block at a time, because
  * with two the eight sums, four broadcasts and two constants outgrow the 16 registers and
- * the sums spill (one block: 5-7% faster on 32000 x 288, the same on 768 x 288). */
+ * the sums spill (one block: 5-7% faster on 32000 x 288, the same on 768 x 288).
+ * q10 (kernels.h) goes through the same loops with 16-bit products instead: a column's
+ * values v = 4h + l as 16-bit elements (vpunpck puts h in the high byte and the plane's
+ * byte, shifted so that l(c) is in bits 6-7, in the low one: an arithmetic shift by 6 leaves
+ * 4h + l and drops the other columns' bits), two columns interleaved into each 32-bit
+ * element (the same row order as q8's), and vpmaddwd by 16 xq + xlo (|v| <= 511, |16 xq +
+ * xlo| <= 2040: no 8-bit operand holds either). Each pair is exact in int32 and so, as
+ * above, is the wrapping sum (L2_MAX_Q10_GROUP). */
 typedef struct {
     __m256i s[4];  /* int32 group sums, rows in the unpacked order above */
     __m256 acc[4];  /* float row sums, rows 0-7, 8-15, 16-23, 24-31 */
@@ -75,6 +82,21 @@ AVX2 static inline q8_x4 q8_broadcast(const int8_t *x, int n) {
     memcpy(&x4, x, (size_t)n);
     __m256i v = _mm256_set1_epi32(x4);
     return (q8_x4){_mm256_abs_epi8(v), v};
+}
+
+/* a two-part input's 16 x + lo of columns c, c+1 in every 32-bit element (f01), of c+2, c+3
+ * (f23) */
+typedef struct {
+    __m256i f01, f23;
+} q10_x4;
+
+AVX2 static inline q10_x4 q10_broadcast(const int8_t *x, const int8_t *lo) {
+    int32_t x4, lo4;
+    memcpy(&x4, x, 4);
+    memcpy(&lo4, lo, 4);
+    __m128i f = _mm_add_epi16(_mm_slli_epi16(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(x4)), 4),
+                              _mm_cvtepi8_epi16(_mm_cvtsi32_si128(lo4)));
+    return (q10_x4){_mm256_broadcastd_epi32(f), _mm256_broadcastd_epi32(_mm_srli_si128(f, 4))};
 }
 
 /* s + the products of four rows' interleaved weights w with x, or with 16 x + lo */
@@ -107,6 +129,29 @@ AVX2 static inline __attribute__((always_inline)) void q8_columns(
     b->s[3] = q8_dot4(b->s[3], _mm256_unpackhi_epi16(p01h, p23h), x, lo);
 }
 
+/* columns c..c+3 of a q10 block (high parts w, the plane's 32 bytes l) times f */
+AVX2 static inline __attribute__((always_inline)) void q10_columns(
+        q8_block *b, const int8_t *w, const uint8_t *l, q10_x4 f) {
+    __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)l);
+    __m256i v[4][2];  /* column j's 4h + l: rows 0-7 16-23 | 8-15 24-31 */
+    for (int j = 0; j < 4; j++) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(w + j * BR));
+        __m256i lj = j == 3 ? p : _mm256_slli_epi16(p, 6 - 2 * j);  /* l(c+j) in bits 6-7 */
+        v[j][0] = _mm256_srai_epi16(_mm256_unpacklo_epi8(lj, h), 6);
+        v[j][1] = _mm256_srai_epi16(_mm256_unpackhi_epi8(lj, h), 6);
+    }
+    for (int k = 0; k < 2; k++) {
+        __m256i lo = _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_unpacklo_epi16(v[0][k], v[1][k]), f.f01),
+            _mm256_madd_epi16(_mm256_unpacklo_epi16(v[2][k], v[3][k]), f.f23));
+        __m256i hi = _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_unpackhi_epi16(v[0][k], v[1][k]), f.f01),
+            _mm256_madd_epi16(_mm256_unpackhi_epi16(v[2][k], v[3][k]), f.f23));
+        b->s[2 * k] = _mm256_add_epi32(b->s[2 * k], lo);
+        b->s[2 * k + 1] = _mm256_add_epi32(b->s[2 * k + 1], hi);
+    }
+}
+
 /* acc[r] += (float)isum[r] * ws[r] * xs, as the generic kernel; clears the group sums */
 AVX2 static inline void q8_group_end(q8_block *b, const float *ws, float xs) {
     __m256i isum[4] = {_mm256_permute2x128_si256(b->s[0], b->s[1], 0x20),
@@ -131,13 +176,16 @@ AVX2 static inline void q8_store(float *out, int n, const q8_block *b) {
     }
 }
 
-/* nb consecutive blocks from row r0 (nb = 1 or 2, `tail` = gs % 4 != 0 and `two_part`, with
- * the low parts xlo, are constants after inlining: the common case compiles to a loop with
- * no remainder handling, and matvec_q8 to one with no low parts) */
+/* nb consecutive blocks from row r0 (nb = 1 or 2, `tail` = gs % 4 != 0, `two_part`, with
+ * the low parts xlo, and `q10` (two-part too), with the plane wl, are constants after
+ * inlining: the common case compiles to a loop with no remainder handling, and matvec_q8 to
+ * one with no low parts) */
 AVX2 static inline __attribute__((always_inline)) void q8_blocks(
-        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
-        int two_part, const float *xs, int rows, int groups, int gs, int r0, int nb, int tail) {
+        float *out, const int8_t *wq, const uint8_t *wl, int q10, const float *ws,
+        const int8_t *xq, const int8_t *xlo, int two_part, const float *xs, int rows,
+        int groups, int gs, int r0, int nb, int tail) {
     size_t wstride = (size_t)groups * (size_t)gs * BR, sstride = (size_t)groups * BR;
+    size_t lstride = wstride / 4;  /* q10's plane */
     q8_block b[2];
     for (int k = 0; k < nb; k++)
         for (int j = 0; j < 4; j++) {
@@ -150,12 +198,20 @@ AVX2 static inline __attribute__((always_inline)) void q8_blocks(
         const int8_t *xg = xq + x0, *xlo_g = two_part ? xlo + x0 : NULL;
         for (int c = 0; c < gs4; c += 4, wq += 4 * BR) {
             q8_x4 x = q8_broadcast(xg + c, 4), lo = two_part ? q8_broadcast(xlo_g + c, 4) : x;
+            q10_x4 f = q10 ? q10_broadcast(xg + c, xlo_g + c) : (q10_x4){x.abs, x.abs};  /* q10's */
             for (int k = 0; k < nb; k++) {
                 const int8_t *w = wq + k * wstride;
                 _mm_prefetch((const char *)(w + Q8_PREFETCH), _MM_HINT_T0);
                 _mm_prefetch((const char *)(w + Q8_PREFETCH + 64), _MM_HINT_T0);
-                q8_columns(&b[k], w, 4, x, two_part ? &lo : NULL);
+                if (q10) {
+                    const uint8_t *l = wl + k * lstride;
+                    _mm_prefetch((const char *)(l + Q8_PREFETCH / 4), _MM_HINT_T0);
+                    q10_columns(&b[k], w, l, f);
+                } else {
+                    q8_columns(&b[k], w, 4, x, two_part ? &lo : NULL);
+                }
             }
+            if (q10) wl += BR;
         }
         if (tail && gs4 < gs) {  /* the group's last 1..3 columns */
             int n = gs - gs4;
@@ -171,37 +227,51 @@ AVX2 static inline __attribute__((always_inline)) void q8_blocks(
     for (int k = 0; k < nb; k++) q8_store(out + r0 + k * BR, rows - r0 - k * BR, &b[k]);
 }
 
-/* matvec_q8, or matvec_q8_two_part (two_part, a constant after inlining) */
+/* matvec_q8, matvec_q8_two_part (two_part) or matvec_q10 (q10 and two_part; the flags are
+ * constants after inlining) */
 AVX2 static inline __attribute__((always_inline)) void q8_product(
-        float *out, const int8_t *wq, const float *ws, const int8_t *xq, const int8_t *xlo,
-        int two_part, const float *xs, int rows, int cols, int gs) {
+        float *out, const int8_t *wq, const uint8_t *wl, int q10, const float *ws,
+        const int8_t *xq, const int8_t *xlo, int two_part, const float *xs, int rows, int cols,
+        int gs) {
     int groups = (cols + gs - 1) / gs;
     size_t wstride = (size_t)groups * (size_t)gs * BR, sstride = (size_t)groups * BR;
-    if (gs % 4) {  /* rare group sizes: one block at a time */
+    if (gs % 4) {  /* rare group sizes: one block at a time (q10 has none: kernels.h) */
+        if (q10) {
+            l2_matvec_q10_generic(out, wq, wl, ws, xq, xlo, xs, rows, cols, gs);
+            return;
+        }
         for (int r0 = 0; r0 < rows; r0 += BR, wq += wstride, ws += sstride)
-            q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 1);
+            q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 1);
         return;
     }
     int r0 = 0;
     if (two_part) {  /* one block at a time (registers: see above) */
-        for (; r0 < rows; r0 += BR, wq += wstride, ws += sstride)
-            q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+        for (; r0 < rows; r0 += BR, wq += wstride, ws += sstride) {
+            q8_blocks(out, wq, wl, q10, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+            if (q10) wl += wstride / 4;
+        }
         return;
     }
     for (; r0 + BR < rows; r0 += 2 * BR, wq += 2 * wstride, ws += 2 * sstride)
-        q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 2, 0);
-    if (r0 < rows) q8_blocks(out, wq, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+        q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 2, 0);
+    if (r0 < rows) q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
 }
 
 AVX2 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                            const float *xs, int rows, int cols, int gs) {
-    q8_product(out, wq, ws, xq, NULL, 0, xs, rows, cols, gs);
+    q8_product(out, wq, NULL, 0, ws, xq, NULL, 0, xs, rows, cols, gs);
 }
 
 AVX2 static void matvec_q8_two_part(float *out, const int8_t *wq, const float *ws,
                                     const int8_t *xq, const int8_t *xlo, const float *xs,
                                     int rows, int cols, int gs) {
-    q8_product(out, wq, ws, xq, xlo, 1, xs, rows, cols, gs);
+    q8_product(out, wq, NULL, 0, ws, xq, xlo, 1, xs, rows, cols, gs);
+}
+
+AVX2 static void matvec_q10(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                            const int8_t *xq, const int8_t *xlo, const float *xs, int rows,
+                            int cols, int gs) {
+    q8_product(out, wq, wl, 1, ws, xq, xlo, 1, xs, rows, cols, gs);
 }
 
 /* 8 int32 -> their low bytes (what the generic's (int8_t)lrintf keeps), stored at q */
@@ -560,7 +630,7 @@ const l2_kernels l2_kernels_avx2 = {
     .quantize_q8 = quantize_q8,
     .quantize_q8_two_part = quantize_q8_two_part,
     .matvec_q8_two_part = matvec_q8_two_part,
-    .matvec_q10 = l2_matvec_q10_generic,
+    .matvec_q10 = matvec_q10,
     .rmsnorm = rmsnorm,
     .softmax = softmax,
     .argmax = l2_argmax_generic,
