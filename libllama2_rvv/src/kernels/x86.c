@@ -65,7 +65,8 @@ AVX2 static inline __m256 load_f32(const float *p, int n) {
  * 4h + l and drops the other columns' bits), two columns interleaved into each 32-bit
  * element (the same row order as q8's), and vpmaddwd by 16 xq + xlo (|v| <= 511, |16 xq +
  * xlo| <= 2040: no 8-bit operand holds either). Each pair is exact in int32 and so, as
- * above, is the wrapping sum (L2_MAX_Q10_GROUP). */
+ * above, is the wrapping sum (L2_MAX_Q10_GROUP). Two blocks at a time: four of the eight
+ * sums spill, yet 5% faster than one on 768 x 288 and 288 x 768. */
 typedef struct {
     __m256i s[4];  /* int32 group sums, rows in the unpacked order above */
     __m256 acc[4];  /* float row sums, rows 0-7, 8-15, 16-23, 24-31 */
@@ -198,13 +199,15 @@ AVX2 static inline __attribute__((always_inline)) void q8_blocks(
         const int8_t *xg = xq + x0, *xlo_g = two_part ? xlo + x0 : NULL;
         for (int c = 0; c < gs4; c += 4, wq += 4 * BR) {
             q8_x4 x = q8_broadcast(xg + c, 4), lo = two_part ? q8_broadcast(xlo_g + c, 4) : x;
-            q10_x4 f = q10 ? q10_broadcast(xg + c, xlo_g + c) : (q10_x4){x.abs, x.abs};  /* q10's */
+            /* q10 uses f only, the others x and lo */
+            q10_x4 f = q10 ? q10_broadcast(xg + c, xlo_g + c) : (q10_x4){x.abs, x.abs};
             for (int k = 0; k < nb; k++) {
                 const int8_t *w = wq + k * wstride;
                 _mm_prefetch((const char *)(w + Q8_PREFETCH), _MM_HINT_T0);
                 _mm_prefetch((const char *)(w + Q8_PREFETCH + 64), _MM_HINT_T0);
                 if (q10) {
                     const uint8_t *l = wl + k * lstride;
+                    /* the plane as far ahead: 10-15% faster from DRAM, the same cached */
                     _mm_prefetch((const char *)(l + Q8_PREFETCH / 4), _MM_HINT_T0);
                     q10_columns(&b[k], w, l, f);
                 } else {
@@ -245,16 +248,17 @@ AVX2 static inline __attribute__((always_inline)) void q8_product(
         return;
     }
     int r0 = 0;
-    if (two_part) {  /* one block at a time (registers: see above) */
-        for (; r0 < rows; r0 += BR, wq += wstride, ws += sstride) {
-            q8_blocks(out, wq, wl, q10, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
-            if (q10) wl += wstride / 4;
-        }
+    if (two_part && !q10) {  /* one block at a time (registers: see above) */
+        for (; r0 < rows; r0 += BR, wq += wstride, ws += sstride)
+            q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
         return;
     }
-    for (; r0 + BR < rows; r0 += 2 * BR, wq += 2 * wstride, ws += 2 * sstride)
-        q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 2, 0);
-    if (r0 < rows) q8_blocks(out, wq, wl, 0, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
+    for (; r0 + BR < rows; r0 += 2 * BR, wq += 2 * wstride, ws += 2 * sstride) {
+        q8_blocks(out, wq, wl, q10, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 2, 0);
+        if (q10) wl += wstride / 2;
+    }
+    if (r0 < rows)
+        q8_blocks(out, wq, wl, q10, ws, xq, xlo, two_part, xs, rows, groups, gs, r0, 1, 0);
 }
 
 AVX2 static void matvec_q8(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
