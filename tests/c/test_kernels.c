@@ -288,6 +288,28 @@ static void test_quantize(const l2_kernels *k, int two_part) {
     finish(&c);
 }
 
+/* want[r] = sum_g scale_w * scale_x * (exact int sum), scale[r] the sum of the terms' sizes:
+ * weights w (4 w + lows with lows: q10), inputs xq (16 xq + xlo with xlo: two-part) */
+static void q8_reference(const q8mat *m, const int8_t *lows, const int8_t *xq, const int8_t *xlo,
+                         const float *xs, double *want, double *scale) {
+    int G = m->groups, gs = m->gs, cols = m->cols;
+    for (int r = 0; r < m->rows; r++) {
+        double v = 0.0, a = 0.0;
+        for (int g = 0; g < G; g++) {
+            long long isum = 0;
+            for (int cc = g * gs; cc < cols && cc < (g + 1) * gs; cc++) {
+                size_t i = (size_t)r * (size_t)cols + (size_t)cc;
+                isum += (lows ? 4LL * m->w[i] + lows[i] : m->w[i]) * (xlo ? 16 * xq[cc] + xlo[cc] : xq[cc]);
+            }
+            double t = (double)isum * m->s[(size_t)r * (size_t)G + (size_t)g] * xs[g];
+            v += t;
+            a += fabs(t);
+        }
+        want[r] = v;
+        scale[r] = a;
+    }
+}
+
 /* matvec_q8, or matvec_q8_two_part on quantize_q8_two_part's input (two_part) */
 static void q8_case(check *c, int rows, int cols, int gs, int extreme, int two_part) {
     q8mat m = q8_random(rows, cols, gs, extreme == 1);
@@ -302,20 +324,7 @@ static void q8_case(check *c, int rows, int cols, int gs, int extreme, int two_p
     else l2_kernels_generic.quantize_q8(xq, xs, x, cols, gs);
     float *out = xmalloc((size_t)rows * sizeof *out);
     double *want = dalloc(rows), *scale = dalloc(rows);
-    for (int r = 0; r < rows; r++) {  /* sum_g scale_w * scale_x * exact int sum */
-        double v = 0.0, a = 0.0;
-        for (int g = 0; g < G; g++) {
-            long long isum = 0;
-            for (int cc = g * gs; cc < cols && cc < (g + 1) * gs; cc++)
-                isum += (long long)m.w[(size_t)r * (size_t)cols + (size_t)cc] *
-                        (two_part ? 16 * xq[cc] + xlo[cc] : xq[cc]);
-            double t = (double)isum * m.s[(size_t)r * (size_t)G + (size_t)g] * xs[g];
-            v += t;
-            a += fabs(t);
-        }
-        want[r] = v;
-        scale[r] = a;
-    }
+    q8_reference(&m, NULL, xq, two_part ? xlo : NULL, xs, want, scale);
     if (!c->is_generic) {
         float *ref = xmalloc((size_t)rows * sizeof *ref);
         if (two_part)
@@ -392,21 +401,7 @@ static void q10_case(check *c, int rows, int cols, int gs, int extreme) {
     l2_kernels_generic.quantize_q8_two_part(xq, xlo, xs, x, cols, gs);
     float *out = xmalloc((size_t)rows * sizeof *out);
     double *want = dalloc(rows), *scale = dalloc(rows);
-    for (int r = 0; r < rows; r++) {
-        double v = 0.0, a = 0.0;
-        for (int g = 0; g < G; g++) {
-            long long isum = 0;
-            for (int cc = g * gs; cc < cols && cc < (g + 1) * gs; cc++) {
-                size_t i = (size_t)r * (size_t)cols + (size_t)cc;
-                isum += (4LL * m.w[i] + lows[i]) * (16 * xq[cc] + xlo[cc]);
-            }
-            double t = (double)isum * m.s[(size_t)r * (size_t)G + (size_t)g] * xs[g];
-            v += t;
-            a += fabs(t);
-        }
-        want[r] = v;
-        scale[r] = a;
-    }
+    q8_reference(&m, lows, xq, xlo, xs, want, scale);
     if (!c->is_generic) {
         float *ref = xmalloc((size_t)rows * sizeof *ref);
         l2_kernels_generic.matvec_q10(ref, m.wq, wl, m.ws, xq, xlo, xs, rows, cols, gs);

@@ -32,9 +32,11 @@ void l2_matvec_f16_generic(float *out, const uint16_t *w, const float *x, int ro
 /* This is where the time goes in q8 mode: int8 x int8 products summed exactly in int32 per
  * group, then scaled once per row and group. The column-major block lets every step work on
  * BR consecutive rows at once, with no horizontal sums (see kernels.h for the layout).
- * xlo, when given, is a two-part input's low part: each product becomes w * (16 x + xlo). */
-static void q8_product(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
-                       const int8_t *xlo, const float *xs, int rows, int cols, int gs) {
+ * xlo, when given, is a two-part input's low part: each product becomes w * (16 x + xlo);
+ * wl, when given (q10, always with xlo), the plane of low weight bits: w becomes 4 w + l. */
+static void q8_product(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
+                       const int8_t *xq, const int8_t *xlo, const float *xs, int rows, int cols,
+                       int gs) {
     enum { BR = L2_Q8_BLOCK_ROWS };
     int groups = (cols + gs - 1) / gs;
     for (int r0 = 0; r0 < rows; r0 += BR) {
@@ -46,11 +48,14 @@ static void q8_product(float *out, const int8_t *wq, const float *ws, const int8
                 int16_t xv = xq[x0 + (size_t)c];  /* |w * x| <= 127 * 127: fits 16 bits */
                 if (xlo) {
                     int32_t fine = 16 * (int32_t)xv + xlo[x0 + (size_t)c];
-                    for (int r = 0; r < BR; r++) isum[r] += wq[r] * fine;
+                    int shift = 2 * (c % 4);
+                    for (int r = 0; r < BR; r++)
+                        isum[r] += (wl ? 4 * wq[r] + (wl[r] >> shift & 3) : wq[r]) * fine;
                 } else {
                     for (int r = 0; r < BR; r++) isum[r] += (int16_t)(wq[r] * xv);
                 }
                 wq += BR;
+                if (wl && c % 4 == 3) wl += BR;
             }
             for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
             ws += BR;
@@ -62,38 +67,19 @@ static void q8_product(float *out, const int8_t *wq, const float *ws, const int8
 
 void l2_matvec_q8_generic(float *out, const int8_t *wq, const float *ws, const int8_t *xq,
                           const float *xs, int rows, int cols, int gs) {
-    q8_product(out, wq, ws, xq, NULL, xs, rows, cols, gs);
+    q8_product(out, wq, NULL, ws, xq, NULL, xs, rows, cols, gs);
 }
 
 void l2_matvec_q8_two_part_generic(float *out, const int8_t *wq, const float *ws,
                                    const int8_t *xq, const int8_t *xlo, const float *xs,
                                    int rows, int cols, int gs) {
-    q8_product(out, wq, ws, xq, xlo, xs, rows, cols, gs);
+    q8_product(out, wq, NULL, ws, xq, xlo, xs, rows, cols, gs);
 }
 
 void l2_matvec_q10_generic(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
                            const int8_t *xq, const int8_t *xlo, const float *xs, int rows,
                            int cols, int gs) {
-    enum { BR = L2_Q8_BLOCK_ROWS };
-    int groups = (cols + gs - 1) / gs;
-    for (int r0 = 0; r0 < rows; r0 += BR) {
-        float acc[BR] = {0};
-        for (int g = 0; g < groups; g++) {
-            int32_t isum[BR] = {0};
-            size_t x0 = (size_t)g * (size_t)gs;
-            for (int c = 0; c < gs; c++) {
-                int32_t fine = 16 * (int32_t)xq[x0 + (size_t)c] + xlo[x0 + (size_t)c];
-                int shift = 2 * (c % 4);
-                for (int r = 0; r < BR; r++) isum[r] += (4 * wq[r] + (wl[r] >> shift & 3)) * fine;
-                wq += BR;
-                if (c % 4 == 3) wl += BR;
-            }
-            for (int r = 0; r < BR; r++) acc[r] += (float)isum[r] * ws[r] * xs[g];
-            ws += BR;
-        }
-        int n = rows - r0 < BR ? rows - r0 : BR;
-        memcpy(out + r0, acc, (size_t)n * sizeof(float));
-    }
+    q8_product(out, wq, wl, ws, xq, xlo, xs, rows, cols, gs);
 }
 
 /* quantize_q8, and with xlo the low part of a two-part input (kernels.h) */

@@ -24,6 +24,18 @@
  * back serves four widening adds; the block's float sums wait in `out` between groups,
  * which leaves the 32 vector registers to the step. */
 
+/* A block's group sums into its n rows of out (n < BR: the matrix's last rows), as the
+ * generic kernel: out = (g ? out : 0) + float(isum) * ws * xs */
+static inline __attribute__((always_inline)) void group_end(float *out, vint32m8_t isum,
+                                                            const float *ws, float xs, size_t n,
+                                                            int g, size_t vl) {
+    vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
+    f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
+    f = __riscv_vfmul_vf_f32m8(f, xs, vl);
+    if (g > 0) f = __riscv_vfadd_vv_f32m8(__riscv_vle32_v_f32m8(out, n), f, vl);
+    __riscv_vse32_v_f32m8(out, f, n);
+}
+
 /* 16-bit products of two block columns with their activations */
 static inline vint16m4_t pair_products(vint8m2_t c0, vint8m2_t c1, const int8_t *x, size_t vl) {
     return __riscv_vwmacc_vx_i16m4(__riscv_vwmul_vx_i16m4(c0, x[0], vl), x[1], c1, vl);
@@ -134,12 +146,8 @@ static inline __attribute__((always_inline)) void q8_blocks(
             if (lo)
                 isum = __riscv_vadd_vv_i32m8(__riscv_vsll_vx_i32m8(isum, 4, vl),
                                              __riscv_vwadd_wv_i32m8(lsum, lo16, vl), vl);
-            vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
-            f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
-            f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
-            size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
-            if (g > 0) f = __riscv_vfadd_vv_f32m8(__riscv_vle32_v_f32m8(out, n), f, vl);
-            __riscv_vse32_v_f32m8(out, f, n);
+            group_end(out, isum, ws, xs[g], rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR, g,
+                      vl);
         }
     }
 }
@@ -359,12 +367,8 @@ static void matvec_q10(float *out, const int8_t *wq, const uint8_t *wl, const fl
                     isum = __riscv_vwmacc_vx_i32m8(isum, (int16_t)(16 * x[c + j] + lo[c + j]), v, vl);
                 }
             }
-            vfloat32m8_t f = __riscv_vfcvt_f_x_v_f32m8(isum, vl);
-            f = __riscv_vfmul_vv_f32m8(f, __riscv_vle32_v_f32m8(ws, vl), vl);
-            f = __riscv_vfmul_vf_f32m8(f, xs[g], vl);
-            size_t n = rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR;
-            if (g > 0) f = __riscv_vfadd_vv_f32m8(__riscv_vle32_v_f32m8(out, n), f, vl);
-            __riscv_vse32_v_f32m8(out, f, n);
+            group_end(out, isum, ws, xs[g], rows - r0 < BR ? (size_t)(rows - r0) : (size_t)BR, g,
+                      vl);
         }
     }
 }
