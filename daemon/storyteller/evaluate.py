@@ -419,7 +419,8 @@ def run(reference: Path, variants: Sequence[str], tokenizer: Path | None = None,
                 with engine.Model.open(v) as m:
                     t = m.info.weight_type_name
                     # a packed file: projected as its type with the two-part inputs its header
-                    # names (f16 matrices inside a q8 file are not looked for)
+                    # names (f16 and q10 matrices inside a q8 file are not looked for: the
+                    # bindings do not list tensor types)
                     bits = m.storage()["two_part_sites"]
                     mode = (Mode(t, t, m.info.group_size, tuple(s for i, s in enumerate(SITES) if bits >> i & 1))
                             if m.info.file_kind_name == "packed" else None)

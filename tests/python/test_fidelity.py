@@ -166,3 +166,19 @@ def test_fast_mode_file_is_picked_first(tmp_path: Path) -> None:
     assert models.default_model([d]).name == "stories260K.fast.l2"
     with engine.Model.open(d / "stories260K.fast.l2") as m:
         assert m.storage()["two_part_sites"] == 0b1011
+
+
+@pytest.mark.parametrize("mode", ["f16", "q8", "fast", "balanced", "faithful"])
+def test_projection_counts_the_bytes_the_file_holds(tmp_path: Path, mode: str) -> None:
+    """evaluate.token_work (the Duo projection's bytes) agrees with what the library says a
+    token of the converted file reads: padding, tail rows, f16 matrices and q10 planes."""
+    m = evaluate.MODES[mode]
+    path = tmp_path / f"{mode}.l2"
+    with engine.Model.open(MODEL) as src:
+        src.convert(path, mode=mode)
+    with engine.Model.open(path) as f:
+        info = f.info
+    c = {k: getattr(info, k) for k in evaluate.STORIES15M}
+    lookup_row = info.dim + 4 * info.dim // 32 if mode == "q8" else 2 * info.dim
+    w = evaluate.token_work(c, m.type, m.group or 32, m.two_part, m.f16, m.f16_layers, m.q10)
+    assert info.weight_bytes_per_token == w.weight_bytes + lookup_row
