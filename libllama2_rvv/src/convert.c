@@ -22,6 +22,7 @@ typedef struct {
     int32_t rows, cols, gs;
     uint64_t offset, bytes, scales_offset, scales_bytes;
     int site;                /* L2_SITE_* of a matrix; -1 for the lookup table and norms */
+    uint64_t plane_offset;   /* q10: where the 2-bit low parts start (after the int8 values) */
 } out_tensor;
 
 typedef struct {
@@ -145,9 +146,7 @@ static l2_status write_tail(writer *w, const out_tensor *t, int32_t r0, int32_t 
     uint64_t full = (uint64_t)r0;  /* the tail starts after the whole blocks */
     l2_status st = write_at(w, q, total, t->offset + full * groups * gs);
     if (st == L2_OK && q10)  /* the tail's plane, after the blocks' */
-        st = write_at(w, plane, (total + 3) / 4,
-                      t->offset + l2_packed_values_bytes(L2_TYPE_Q8, t->rows, t->cols, t->gs, n) +
-                          full * groups * gs / 4);
+        st = write_at(w, plane, (total + 3) / 4, t->plane_offset + full * groups * gs / 4);
     if (st != L2_OK) return st;
     return write_at(w, scales, 4 * tail_groups, t->scales_offset + 4 * full * groups);
 }
@@ -233,9 +232,7 @@ static l2_status write_rows(writer *w, const out_tensor *t, int32_t r0, int32_t 
         uint64_t block = (uint64_t)r0 / BR;
         l2_status st = write_at(w, q, values, t->offset + block * values);
         if (st == L2_OK && q10)
-            st = write_at(w, plane, values / 4,
-                          t->offset + l2_packed_values_bytes(L2_TYPE_Q8, t->rows, t->cols, t->gs,
-                                                             t->rows % BR) + block * values / 4);
+            st = write_at(w, plane, values / 4, t->plane_offset + block * values / 4);
         if (st != L2_OK) return st;
         return write_at(w, scales, groups * BR * 4, t->scales_offset + block * groups * BR * 4);
     }
@@ -294,8 +291,8 @@ l2_status l2_convert_mode(const char *name, l2_convert_params *out, l2_error *er
      * inputs where int8 activations cost most, f16 for layer 0's attention (on stories260K
      * the single most sensitive set of matrices, 3 % of stories15M's weights), and 10-bit
      * layer matrices (faithful: the classifier, most of stories15M's bytes, stays int8). */
-    enum { QKV = 1u << L2_SITE_QKV, WO = 1u << L2_SITE_WO, W13 = 1u << L2_SITE_W13,
-           W2 = 1u << L2_SITE_W2, LAYERS = QKV | WO | W13 | W2 };
+    enum { QKV = 1u << L2_SITE_QKV, WO = 1u << L2_SITE_WO, W2 = 1u << L2_SITE_W2,
+           LAYERS = L2_LAYER_SITES };
     static const uint32_t first_attention[] = {QKV};
     static const struct { const char *name; l2_convert_params p; } modes[] = {
         {"f32", {.type = L2_TYPE_F32}},
@@ -487,20 +484,17 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
     if (p.method != L2_METHOD_ABSMAX && p.method != L2_METHOD_GPTQ)
         return l2_fail(err, L2_ERR_ARG, "unknown method %d", p.method);
     if (type != L2_TYPE_Q8 && (p.method || p.f16_embedding || p.f16_sites || p.two_part_sites ||
-                               p.q10_sites))
+                               p.q10_sites || p.n_f16_layer_sites))
         return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
     if (p.f16_sites >= (1u << L2_N_SITES) || p.two_part_sites >= (1u << L2_N_SITES) ||
         p.n_calib < 0 || (p.calib && p.n_calib == 0) || p.n_f16_layer_sites < 0 ||
         p.n_f16_layer_sites > c->n_layers || (p.n_f16_layer_sites && !p.f16_layer_sites))
         return l2_fail(err, L2_ERR_ARG, "invalid conversion parameters");
     for (int32_t l = 0; l < p.n_f16_layer_sites; l++)
-        if (p.f16_layer_sites[l] & ~((1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) |
-                                     (1u << L2_SITE_W2)))
+        if (p.f16_layer_sites[l] & ~L2_LAYER_SITES)
             return l2_fail(err, L2_ERR_ARG, "f16 sites 0x%x of layer %d: only layer matrices",
                            p.f16_layer_sites[l], l);
-    if (type != L2_TYPE_Q8 && p.n_f16_layer_sites)
-        return l2_fail(err, L2_ERR_ARG, "methods, f16 parts and two-part inputs apply to q8 only");
-    if (p.q10_sites & ~((1u << L2_SITE_QKV) | (1u << L2_SITE_WO) | (1u << L2_SITE_W13) | (1u << L2_SITE_W2)))
+    if (p.q10_sites & ~L2_LAYER_SITES)
         return l2_fail(err, L2_ERR_ARG, "q10 sites 0x%x: only layer matrices", p.q10_sites);
     if (p.q10_sites & ~p.two_part_sites)
         return l2_fail(err, L2_ERR_ARG, "q10 matrices need two-part inputs (sites 0x%x)",
@@ -515,7 +509,8 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
         if (p.calib[i] < 0 || p.calib[i] >= c->vocab_size)
             return l2_fail(err, L2_ERR_ARG, "calibration token %d (at %d) is outside 0..%d",
                            p.calib[i], i, c->vocab_size - 1);
-    if (p.method == L2_METHOD_GPTQ && p.n_calib == 0) p.n_calib = 8192;  /* more lowered the KL up to 8192 (FORMAT.md) */
+    /* 8192: on stories260K more tokens lowered the KL up to there (FORMAT.md) */
+    if (p.method == L2_METHOD_GPTQ && p.n_calib == 0) p.n_calib = 8192;
     if (p.method != L2_METHOD_GPTQ) p.n_calib = 0;
     if (!path || !*path) return l2_fail(err, L2_ERR_ARG, "no output path given");
     if (is_mapped_file(path, &m->map))
@@ -533,10 +528,10 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
 #define F16_SITES(l) (p.f16_sites | ((l) >= 0 && (l) < p.n_f16_layer_sites ? p.f16_layer_sites[l] : 0))
 #define ADD_MAT(nm, l, m_, site_) ts[n++] = (out_tensor){nm, l, m_, NULL, \
         F16_SITES(l) & (1u << (site_)) ? L2_TYPE_F16 : p.q10_sites & (1u << (site_)) ? L2_TYPE_Q10 : wt, \
-        (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_}
-#define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0, -1}
+        (m_)->rows, (m_)->cols, gs, 0, 0, 0, 0, site_, 0}
+#define ADD_VEC(nm, l, v_) ts[n++] = (out_tensor){nm, l, NULL, v_, L2_TYPE_F32, 1, c->dim, 0, 0, 0, 0, 0, -1, 0}
     ts[n++] = (out_tensor){"token_embedding", -1, &m->token_embedding, NULL, shared ? cls_type : emb_type,
-                           c->vocab_size, c->dim, gs, 0, 0, 0, 0, shared ? L2_SITE_CLS : -1};
+                           c->vocab_size, c->dim, gs, 0, 0, 0, 0, shared ? L2_SITE_CLS : -1, 0};
     for (int32_t l = 0; l < c->n_layers; l++) {
         const l2_layer *ly = &m->layers[l];
         ADD_VEC("rms_att", l, ly->rms_att);
@@ -564,6 +559,8 @@ l2_status l2_convert_with(const l2_model *m, const char *path, const l2_convert_
         t->offset = at;
         int32_t tail = t->gs ? t->rows % L2_Q8_BLOCK_ROWS : 0;  /* q8, q10 */
         t->bytes = l2_packed_values_bytes(t->type, t->rows, t->cols, t->gs, tail);
+        if (t->type == L2_TYPE_Q10)
+            t->plane_offset = t->offset + l2_packed_values_bytes(L2_TYPE_Q8, t->rows, t->cols, t->gs, tail);
         at = align_up(at + t->bytes);
         t->scales_bytes = l2_packed_scales_bytes(t->type, t->rows, t->cols, t->gs, tail);
         if (t->scales_bytes) {

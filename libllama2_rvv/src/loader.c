@@ -89,6 +89,7 @@ static void take_matrix(cursor *cur, l2_matrix *m, l2_type type, int32_t rows, i
     m->tail = 0;
     m->data = take(cur, l2_packed_values_bytes(type, rows, cols, gs, 0));
     m->scales = take(cur, l2_packed_scales_bytes(type, rows, cols, gs, 0));
+    m->plane = NULL;
 }
 
 /* ---------------------------------------------------------------- llama2.c files */
@@ -356,7 +357,9 @@ static l2_status load_packed(l2_model *m, const char *path, l2_error *err) {
                          "is misaligned", path, name, layer);
             break;
         }
-        l2_matrix mat = {etype, erows, ecols, egs, tail, h + off, sbytes ? h + soff : NULL};
+        l2_matrix mat = {etype, erows, ecols, egs, tail, h + off, sbytes ? h + soff : NULL, NULL};
+        if (etype == L2_TYPE_Q10)  /* after the int8 values, as q8 stores them */
+            mat.plane = h + off + l2_packed_values_bytes(L2_TYPE_Q8, erows, ecols, egs, tail);
         switch (t) {
         case T_EMB: m->token_embedding = mat; break;
         case T_WCLS: m->wcls = mat; break;

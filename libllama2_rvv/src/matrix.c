@@ -35,11 +35,6 @@ uint64_t l2_packed_values_bytes(l2_type type, int32_t rows, int32_t cols, int32_
     return 0;
 }
 
-const uint8_t *l2_q10_plane(const l2_matrix *m) {
-    return (const uint8_t *)m->data +
-           l2_packed_values_bytes(L2_TYPE_Q8, m->rows, m->cols, m->group_size, m->tail);
-}
-
 uint64_t l2_packed_scales_bytes(l2_type type, int32_t rows, int32_t cols, int32_t gs, int32_t tail) {
     switch (type) {
     case L2_TYPE_Q8:
@@ -68,7 +63,7 @@ void l2_matrix_row(const l2_matrix *m, int32_t row, float *out) {
     case L2_TYPE_Q10: {  /* q10: 4 h + l (kernels.h) */
         enum { BR = L2_Q8_BLOCK_ROWS };
         size_t gs = (size_t)m->group_size, groups = (cols + gs - 1) / gs;
-        const uint8_t *wl = m->type == L2_TYPE_Q10 ? l2_q10_plane(m) : NULL;
+        const uint8_t *wl = m->type == L2_TYPE_Q10 ? m->plane : NULL;
         size_t b = (size_t)row / BR, r = (size_t)row % BR, full = (size_t)(m->rows - m->tail);
         const int8_t *wq = m->data;
         const float *ws = (const float *)(const void *)m->scales;

@@ -243,33 +243,29 @@ static void matmul(l2_session *s, float *out, const l2_matrix *w, const float *x
     switch (w->type) {
     case L2_TYPE_F32: s->k->matvec_f32(out, w->data, x, w->rows, w->cols); break;
     case L2_TYPE_F16: s->k->matvec_f16(out, w->data, x, w->rows, w->cols); break;
-    case L2_TYPE_Q8: {
+    case L2_TYPE_Q8:
+    case L2_TYPE_Q10: {  /* q10: its input is two-part (the loader's rule) */
         int full = w->rows - w->tail;  /* the rows in whole blocks */
         const float *ws = (const float *)(const void *)w->scales;
-        if (full > 0 && s->two_part)
+        if (full > 0 && w->type == L2_TYPE_Q10)
+            s->k->matvec_q10(out, w->data, w->plane, ws, s->xq, s->xlo, s->xs, full, w->cols,
+                             w->group_size);
+        else if (full > 0 && s->two_part)
             s->k->matvec_q8_two_part(out, w->data, ws, s->xq, s->xlo, s->xs, full, w->cols,
                                      w->group_size);
         else if (full > 0)
             s->k->matvec_q8(out, w->data, ws, s->xq, s->xs, full, w->cols, w->group_size);
         if (w->tail) {  /* the tail rows (version 2), row-major, times the float input */
             size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
-            l2_matvec_q8_flat(out + full, (const int8_t *)w->data + (size_t)full * groups * gs,
-                              w->scales + 4 * (size_t)full * groups, x, w->tail, w->cols,
-                              w->group_size);
+            size_t at = (size_t)full * groups * gs;  /* their first value */
+            const int8_t *wq = (const int8_t *)w->data + at;
+            if (w->type == L2_TYPE_Q10)  /* with the tail's own plane, after the blocks' */
+                l2_matvec_q10_flat(out + full, wq, w->plane + at / 4, ws + (size_t)full * groups,
+                                   x, w->tail, w->cols, w->group_size);
+            else
+                l2_matvec_q8_flat(out + full, wq, w->scales + 4 * (size_t)full * groups, x,
+                                  w->tail, w->cols, w->group_size);
         }
-        break;
-    }
-    case L2_TYPE_Q10: {  /* its input is two-part (the loader's rule) */
-        int full = w->rows - w->tail;
-        size_t gs = (size_t)w->group_size, groups = ((size_t)w->cols + gs - 1) / gs;
-        const uint8_t *wl = l2_q10_plane(w);
-        const float *ws = (const float *)(const void *)w->scales;
-        if (full > 0)
-            s->k->matvec_q10(out, w->data, wl, ws, s->xq, s->xlo, s->xs, full, w->cols, w->group_size);
-        if (w->tail)  /* as q8's tail rows, with the tail's own plane */
-            l2_matvec_q10_flat(out + full, (const int8_t *)w->data + (size_t)full * groups * gs,
-                               wl + (size_t)full * groups * gs / 4, ws + (size_t)full * groups, x,
-                               w->tail, w->cols, w->group_size);
         break;
     }
     case L2_TYPE_Q8_FLAT:

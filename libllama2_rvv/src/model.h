@@ -13,8 +13,10 @@ typedef struct {
     int32_t tail;                    /* q8, version 2: the rows after the last whole block of 32,
                                       * stored row-major after the blocks (FORMAT.md); 0: the
                                       * last block is padded (version 1), or there is none */
-    const void *data;                /* f32/f16: row-major; q8: blocks (kernels.h); q8 flat: int8 */
-    const unsigned char *scales;     /* q8: f32 per (block, group, row); q8 flat: f32 per group */
+    const void *data;                /* f32/f16: row-major; q8: blocks (kernels.h); q8 flat: int8;
+                                      * q10: q8's values */
+    const unsigned char *scales;     /* q8, q10: f32 per (block, group, row); q8 flat: per group */
+    const uint8_t *plane;            /* q10: the 2-bit low parts after the values (kernels.h) */
 } l2_matrix;
 
 typedef struct {
@@ -51,6 +53,7 @@ int32_t l2_session_vocab_size(const l2_session *s);
 
 /* The input vectors of the matrices (l2_convert_params' site masks are 1 << site). */
 enum { L2_SITE_QKV, L2_SITE_WO, L2_SITE_W13, L2_SITE_W2, L2_SITE_CLS, L2_N_SITES };
+#define L2_LAYER_SITES ((1u << L2_SITE_CLS) - 1u) /* the layer matrices' inputs: all but CLS */
 
 /* Calls fn with every matrix input vector the session's forward pass computes (site, layer
  * or -1 for the classifier, the float vector before any quantization): l2_convert's
@@ -63,8 +66,6 @@ l2_status l2_load(l2_model *model, const char *path, l2_error *err);
 
 /* Row `row` of m as float32 into out[0..m->cols): a token's embedding (matrix.c). */
 void l2_matrix_row(const l2_matrix *m, int32_t row, float *out);
-/* a q10 matrix's 2-bit plane (kernels.h), after its int8 values */
-const uint8_t *l2_q10_plane(const l2_matrix *m);
 
 /* Bytes a matrix of this type and shape occupies in a packed file: values, then scales
  * (matrix.c). */

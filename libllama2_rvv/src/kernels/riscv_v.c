@@ -182,6 +182,20 @@ static void matvec_q8_two_part(float *out, const int8_t *wq, const float *ws, co
  * because in RVV 0.7.1 `vsetvli zero, zero` sets vl to VLMAX rather than keeping it.
  * Same arithmetic, same order as the intrinsics: bitwise equal to generic. */
 
+/* The group sums v16-v23 (int32) of n rows into out, as the generic kernel's epilogue:
+ * out = (g ? out : 0) + float(sums) * ws * xs. Needs %[n], %[ws], %[xs], %[out], %[g]. */
+#define XT_GROUP_END                                                                         \
+    "th.vsetvli zero, %[n], e32, m8, d1\n"                                                 \
+    "th.vfcvt.f.x.v v16, v16\n"                                                            \
+    "th.vle.v v0, (%[ws])\n"                                                               \
+    "th.vfmul.vv v16, v16, v0\n"                                                           \
+    "th.vfmul.vf v16, v16, %[xs]\n"                                                        \
+    "beqz %[g], 9f\n"                                                                      \
+    "th.vle.v v8, (%[out])\n"                                                              \
+    "th.vfadd.vv v16, v8, v16\n"                                                           \
+    "9:\n"                                                                                 \
+    "th.vse.v v16, (%[out])\n"
+
 /* v8/v12/v24/v28 = pair products of eight columns at wq (advanced past them), activations at x */
 #define XT_PRODUCTS8                                                                         \
     "th.vsetvli zero, %[br], e8, m2, d1\n"                                                  \
@@ -225,16 +239,7 @@ static const int8_t *q8_group_xthead(float *out, const int8_t *wq, const float *
         "addi %[steps], %[steps], -1\n"
         "bnez %[steps], 1b\n"
         "2:\n"
-        "th.vsetvli zero, %[n], e32, m8, d1\n"
-        "th.vfcvt.f.x.v v16, v16\n"
-        "th.vle.v v0, (%[ws])\n"
-        "th.vfmul.vv v16, v16, v0\n"
-        "th.vfmul.vf v16, v16, %[xs]\n"
-        "beqz %[g], 3f\n"
-        "th.vle.v v8, (%[out])\n"
-        "th.vfadd.vv v16, v8, v16\n"
-        "3:\n"
-        "th.vse.v v16, (%[out])\n"
+        XT_GROUP_END
         : [wq] "+r"(wq), [x] "+r"(x), [steps] "+r"(steps), [a] "=&r"(a), [b] "=&r"(b)
         : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
           [out] "r"(out), [g] "r"(g)
@@ -288,16 +293,7 @@ static const int8_t *q8_group_two_part_xthead(float *out, const int8_t *wq, cons
         "th.vsll.vi v16, v16, 4\n"
         "th.vsetvli zero, %[br], e16, m4, d1\n"
         "th.vwadd.wv v16, v16, v24\n"
-        "th.vsetvli zero, %[n], e32, m8, d1\n"
-        "th.vfcvt.f.x.v v16, v16\n"
-        "th.vle.v v0, (%[ws])\n"
-        "th.vfmul.vv v16, v16, v0\n"
-        "th.vfmul.vf v16, v16, %[xs]\n"
-        "beqz %[g], 4f\n"
-        "th.vle.v v8, (%[out])\n"
-        "th.vfadd.vv v16, v8, v16\n"
-        "4:\n"
-        "th.vse.v v16, (%[out])\n"
+        XT_GROUP_END
         : [wq] "+r"(wq), [x] "+r"(x), [lo] "+r"(lo), [quads] "+r"(quads), [a] "=&r"(a),
           [b] "=&r"(b)
         : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
@@ -409,16 +405,7 @@ static const int8_t *q10_group_xthead(float *out, const int8_t *wq, const uint8_
         "th.vwmacc.vx v16, %[f3], v28\n"
         "addi %[quads], %[quads], -1\n"
         "bnez %[quads], 1b\n"
-        "th.vsetvli zero, %[n], e32, m8, d1\n"
-        "th.vfcvt.f.x.v v16, v16\n"
-        "th.vle.v v0, (%[ws])\n"
-        "th.vfmul.vv v16, v16, v0\n"
-        "th.vfmul.vf v16, v16, %[xs]\n"
-        "beqz %[g], 2f\n"
-        "th.vle.v v8, (%[out])\n"
-        "th.vfadd.vv v16, v8, v16\n"
-        "2:\n"
-        "th.vse.v v16, (%[out])\n"
+        XT_GROUP_END
         : [wq] "+r"(wq), [wl] "+r"(plane), [x] "+r"(x), [lo] "+r"(lo), [quads] "+r"(quads),
           [f0] "=&r"(f0), [f1] "=&r"(f1), [f2] "=&r"(f2), [f3] "=&r"(f3), [t] "=&r"(t)
         : [br] "r"((long)L2_Q8_BLOCK_ROWS), [n] "r"(n), [ws] "r"(ws), [xs] "f"(xs),
@@ -430,6 +417,7 @@ static const int8_t *q10_group_xthead(float *out, const int8_t *wq, const uint8_
     return wq;
 }
 #undef XT_Q10_COLUMN
+#undef XT_GROUP_END
 
 static void matvec_q10(float *out, const int8_t *wq, const uint8_t *wl, const float *ws,
                        const int8_t *xq, const int8_t *xlo, const float *xs, int rows, int cols,
